@@ -1,0 +1,71 @@
+"""Seeding, device choice and logging shared by every stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+
+LOG = logging.getLogger("cellgnn")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a NumPy Generator for local use.
+
+    torch is put in deterministic mode so that the same config and seed give the
+    same numbers on CPU (on CUDA, scatter-based GNN kernels stay non-deterministic;
+    see README "Reproducibility").
+    """
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return np.random.default_rng(seed)
+
+
+def get_device(preference: str = "auto"):
+    """Return ``torch.device``: CUDA when visible and ``preference`` is ``auto``/``cuda``, else CPU.
+
+    Logs the choice so that every rule's log says where it ran.
+    """
+    import torch
+
+    from .errors import CellgnnInputError
+
+    if preference not in {"auto", "cpu", "cuda"}:
+        raise CellgnnInputError(f"unknown device '{preference}'", field="device",
+                                fix="use one of auto, cpu, cuda")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise CellgnnInputError("device 'cuda' asked for but no GPU is visible", field="device",
+                                fix="set device: auto (uses CUDA when present) or cpu")
+    use_cuda = preference != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    name = torch.cuda.get_device_name(0) if use_cuda else f"CPU ({torch.get_num_threads()} threads)"
+    LOG.info("device: %s (%s)", device, name)
+    return device
+
+
+def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
+    """Send cellgnn's log (and warnings) to ``log_path`` (a rule's log) or stderr."""
+    handlers: list[logging.Handler] = []
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=level, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+def set_threads(n: int) -> None:
+    """Limit torch's intra-op threads to the rule's ``threads``."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
