@@ -4,9 +4,10 @@
 #   tests/slurm/start_cluster.sh [STATE_DIR]      (must run as root)
 #
 # - Installs Debian's `slurmctld slurmd slurm-client munge` when a binary is missing.
-# - Writes every config, key, socket, log and PID file into STATE_DIR (default: a new
-#   `mktemp -d`); the only path outside it is the link /run/slurm/conf -> STATE_DIR
-#   (see step 4), removed again by stop_cluster.sh.
+# - Writes every config, log and PID file into STATE_DIR (default: a new `mktemp -d`);
+#   outside it only munge's key and socket (a `mktemp -d` under /tmp the munge user can
+#   reach, named in STATE_DIR/munge_dir) and the link /run/slurm/conf -> STATE_DIR
+#   (see step 4), both removed again by stop_cluster.sh.
 # - One node `localhost` (CPUs and memory of this machine), partition `debug` (default),
 #   a `gpu` GRES of CELLGNN_SLURM_GPUS devices (default 1) so `sbatch --gpus=1` is
 #   schedulable: the devices are the real /dev/nvidia* when present, else dummy files.
@@ -45,14 +46,17 @@ mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 [[ -e "$DIR/slurm.conf" ]] && die "$DIR already holds a cluster; stop it first (stop_cluster.sh $DIR)"
 chmod 755 "$DIR"
-mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool" "$DIR/log"
+mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
 
 PORT="${CELLGNN_SLURM_PORT:-6817}"
 CPUS="${CELLGNN_SLURM_CPUS:-$(nproc)}"
 MEM_TOTAL_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
 MEM_MB="${CELLGNN_SLURM_MEM_MB:-$(( MEM_TOTAL_MB * 9 / 10 ))}"
 NGPU="${CELLGNN_SLURM_GPUS:-1}"
-SOCKET="$DIR/munge/munge.socket"
+# munged runs as the munge user, which may not reach STATE_DIR (e.g. under a 0700 dir)
+MUNGE="$(mktemp -d /tmp/cellgnn-munge.XXXXXX)"
+echo "$MUNGE" > "$DIR/munge_dir"
+SOCKET="$MUNGE/munge.socket"
 RUNCONF=/run/slurm/conf
 
 for p in "$PORT" "$((PORT + 1))"; do
@@ -140,18 +144,18 @@ mkdir -p "$(dirname "$RUNCONF")"
 ln -s "$DIR" "$RUNCONF"
 
 # --- 5. munge (own key and socket, runs as the munge user) ----------------------------
-dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
-chown -R munge:munge "$DIR/munge"
-chmod 700 "$DIR/munge"
-chmod 400 "$DIR/munge/munge.key"
+dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none
+chown -R munge:munge "$MUNGE"
+chmod 700 "$MUNGE"
+chmod 400 "$MUNGE/munge.key"
 runuser -u munge -- munged --force \
-    --socket="$SOCKET" --key-file="$DIR/munge/munge.key" \
-    --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
-    --seed-file="$DIR/munge/munged.seed"
-for _ in $(seq 50); do [[ -S "$SOCKET" && -s "$DIR/munge/munged.pid" ]] && break; sleep 0.1; done
-[[ -S "$SOCKET" ]] || die "munged did not start; see $DIR/munge/munged.log"
-cp "$DIR/munge/munged.pid" "$DIR/munged.pid"
-chmod 755 "$DIR/munge"   # the socket's directory must be searchable by SLURM clients
+    --socket="$SOCKET" --key-file="$MUNGE/munge.key" \
+    --pid-file="$MUNGE/munged.pid" --log-file="$MUNGE/munged.log" \
+    --seed-file="$MUNGE/munged.seed"
+for _ in $(seq 50); do [[ -S "$SOCKET" && -s "$MUNGE/munged.pid" ]] && break; sleep 0.1; done
+[[ -S "$SOCKET" ]] || die "munged did not start; see $MUNGE/munged.log"
+cp "$MUNGE/munged.pid" "$DIR/munged.pid"
+chmod 755 "$MUNGE"   # the socket's directory must be searchable by SLURM clients
 
 # --- 6. SLURM daemons -----------------------------------------------------------------
 export SLURM_CONF="$DIR/slurm.conf"

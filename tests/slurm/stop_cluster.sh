@@ -5,7 +5,7 @@
 #
 # Cancels the cluster's jobs, then stops slurmd, slurmctld and munged by the PIDs recorded
 # in STATE_DIR (SIGTERM, then SIGKILL after 10 s), removes the /run/slurm/conf link if it
-# points at STATE_DIR, and deletes STATE_DIR unless --keep is given (to read the logs).
+# points at STATE_DIR, and deletes STATE_DIR and munge's directory unless --keep is given.
 set -uo pipefail
 
 DIR="${1:?usage: stop_cluster.sh STATE_DIR [--keep]}"
@@ -56,5 +56,9 @@ if [[ -L $RUNCONF && "$(readlink "$RUNCONF")" == "$DIR" ]]; then
     rm -f "$RUNCONF"
 fi
 if [[ "$KEEP" != "--keep" ]]; then
+    if [[ -s "$DIR/munge_dir" ]]; then
+        munge_dir="$(cat "$DIR/munge_dir")"
+        [[ "$munge_dir" == /tmp/cellgnn-munge.* ]] && rm -rf "$munge_dir"
+    fi
     rm -rf "$DIR"
 fi
