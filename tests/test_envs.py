@@ -268,12 +268,6 @@ def test_env_declares_every_import(rule: Rule):
     )
 
 
-def test_every_env_is_used():
-    used = {r.path_of("conda") for r in RUNNING_RULES}
-    unused = [p.name for p in ENV_FILES if p.resolve() not in used]
-    assert not unused, f"envs used by no rule: {unused}"
-
-
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=[p.name for p in ENV_FILES])
 def test_env_is_pinned_on_conda_forge(env_file: Path):
     env = load_env(env_file)
