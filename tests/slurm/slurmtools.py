@@ -16,7 +16,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 # what a run needs from the repository (copied, so every test has its own workdir)
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "src", "envs", "profiles", "config")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "src", "envs", "profiles", "config", "tests/data")
 
 
 @dataclass
@@ -63,7 +63,7 @@ def copy_workflow(dest: Path) -> Path:
     for part in WORKFLOW_PARTS:
         src = ROOT / part
         if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=ignore)
+            shutil.copytree(src, dest / part, ignore=ignore, symlinks=True)
         elif src.exists():
             shutil.copy2(src, dest / part)
     return dest
