@@ -12,7 +12,7 @@ import ast
 import importlib.metadata
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -65,6 +65,7 @@ class Rule:
     name: str
     file: Path
     directives: dict[str, str | None]  # directive -> first string literal in it (or None)
+    raw: dict[str, str] = field(default_factory=dict)  # directive -> its source text
 
     @property
     def runs_something(self) -> bool:
@@ -102,13 +103,25 @@ def parse_rules(path: Path) -> list[Rule]:
                 current = d.group(2)
                 s = _STRING_RE.match(d.group(3))
                 rule.directives[current] = s.group(2) if s else None
-            elif current and rule.directives.get(current) is None and line.strip():
-                s = _STRING_RE.match(line)
-                if s:
-                    rule.directives[current] = s.group(2)
+                rule.raw[current] = d.group(3)
+            elif current and line.strip():
+                rule.raw[current] += "\n" + line.strip()
+                if rule.directives.get(current) is None:
+                    s = _STRING_RE.match(line)
+                    if s:
+                        rule.directives[current] = s.group(2)
             i += 1
         rules.append(rule)
     return rules
+
+
+def local_rules(root: Path = ROOT) -> set[str]:
+    """Names listed in every ``localrules:`` statement of the workflow."""
+    names: set[str] = set()
+    for f in workflow_files(root):
+        for m in re.finditer(r"^localrules\s*:(.*(?:\n[ \t]+.*)*)", f.read_text(), re.M):
+            names.update(re.findall(r"\w+", re.sub(r"#.*", "", m.group(1))))
+    return names
 
 
 def workflow_files(root: Path = ROOT) -> list[Path]:

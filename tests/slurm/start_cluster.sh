@@ -124,8 +124,9 @@ SwitchType=switch/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-# keep finished jobs visible to squeue for 5 min: the executor's status check without sacct
-MinJobAge=300
+# keep finished jobs visible to squeue for a day: without accounting (sacct) squeue is
+# how the executor and the tests learn a job's final state
+MinJobAge=86400
 ReturnToService=2
 SlurmdParameters=config_overrides
 MailProg=/bin/true
