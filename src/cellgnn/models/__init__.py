@@ -36,7 +36,10 @@ MODELS: dict[str, ModelSpec] = {
     "logreg": ModelSpec("logreg", None, kind="sklearn", graph=False),
     "mlp": ModelSpec("mlp", MLP, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}),
     "gcn": ModelSpec("gcn", GCN, defaults={"optimizer": "adam", "lr": 1e-2, "weight_decay": 5e-4}),
-    "gat": ModelSpec("gat", GAT, defaults={"optimizer": "adagrad", "lr": 1e-2, "weight_decay": 5e-4}),
+    # The study trained with Adagrad lr 1e-3 over ~20 Cluster-GCN mini-batches per epoch; full-batch
+    # training takes one step per epoch, so Adam 5e-3 is the default here (config/paper.yaml restores
+    # the study's optimizer).
+    "gat": ModelSpec("gat", GAT, defaults={"optimizer": "adam", "lr": 5e-3, "weight_decay": 5e-4}),
 }
 
 
