@@ -169,3 +169,19 @@ def test_download_failure_keeps_other_samples(tmp_path):
         with pytest.raises(CellgnnInputError, match="HTTP 404"):
             load_source({"source": "samplesheet", "samplesheet": {"path": str(sheet)}, "download": DL}, tmp_path / "r")
     assert (tmp_path / "r" / "g" / "g.h5").read_bytes() == good
+
+
+@pytest.mark.parametrize("name,n,conds", [("organoid", 4, {"mock": 1, "infected": 3}),
+                                          ("balf", 12, {"control": 3, "moderate": 3, "severe": 6})])
+def test_shipped_samplesheets_validate(name, n, conds):
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "config" / f"{name}.yaml").read_text())
+    sheet = load_samplesheet(root / cfg["data"]["samplesheet"]["path"])
+    assert len(sheet) == n and sheet["condition"].value_counts().to_dict() == conds
+    assert all(u.startswith("https://ftp.ncbi.nlm.nih.gov/geo/samples/GSM") for u in sheet["url"])
+    if name == "organoid":
+        assert all(len(u.split(";")) == 3 for u in sheet["url"])
