@@ -6,8 +6,9 @@ its k nearest other points (self excluded), shape ``[N, k]``.
 Methods:
 
 - ``exact``: scikit-learn (tree or brute force), exact.
-- ``hnsw``: hnswlib HNSW graph (M=16, ef_construction=200, ef=max(4k, 64)); recall@15
-  on PCA coordinates of cells is typically ≥ 0.98. Queries are deterministic; index
+- ``hnsw``: hnswlib HNSW graph (M=16, ef_construction=64, query ef=max(3(k+1), 48)); on
+  50 PCs of 100k simulated cells recall@15 ≈ 0.97 (``bench/scale.py`` measures it at each
+  size against exact kNN on sampled cells). Queries are deterministic; index
   construction with ``n_jobs > 1`` inserts points in a thread-dependent order, so
   bit-identical graphs across runs need ``n_jobs=1``.
 - ``faiss``: faiss IVF-Flat (nlist ≈ 4√N coarse k-means cells, seeded; nprobe=24).
@@ -71,14 +72,14 @@ def knn_search(points: np.ndarray, k: int, metric: str = "euclidean", method: st
 
 
 def _hnsw(points: np.ndarray, kq: int, metric: str, seed: int, n_jobs: int,
-          M: int = 16, ef_construction: int = 200) -> tuple[np.ndarray, np.ndarray]:
+          M: int = 16, ef_construction: int = 64) -> tuple[np.ndarray, np.ndarray]:
     import hnswlib
 
     n, d = points.shape
     index = hnswlib.Index(space="l2" if metric == "euclidean" else "cosine", dim=d)
     index.init_index(max_elements=n, ef_construction=ef_construction, M=M, random_seed=int(seed) % (2**31))
     index.add_items(points, np.arange(n), num_threads=n_jobs)
-    index.set_ef(max(4 * kq, 64))
+    index.set_ef(max(3 * kq, 48))
     idx, dist = index.knn_query(points, k=kq, num_threads=n_jobs)
     dist = np.sqrt(np.maximum(dist, 0)) if metric == "euclidean" else dist
     return idx.astype(np.int64), dist.astype(np.float32)
