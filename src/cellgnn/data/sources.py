@@ -151,7 +151,7 @@ def _recorded_sums(paths: dict[str, Path]) -> dict[str, str]:
             [p.with_name(p.name + ".sha256")]
         for f in files:
             if f.exists():
-                out[f"{sample}/{f.name.removesuffix('.sha256')}"] = f.read_text().split()[0]
+                out[f"{sample}:{f.name.removesuffix('.sha256')}"] = f.read_text().split()[0]
     return out
 
 
