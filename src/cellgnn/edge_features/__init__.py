@@ -182,3 +182,27 @@ def select_groups(ef: dict, keep: list[str]) -> dict:
     out["columns"] = [ef["columns"][c] for c in cols]
     out["groups"] = groups
     return out
+
+
+def edge_features_stage(graph_path: str, out_path: str, cfg: dict, seed: int, device: str = "auto") -> dict:
+    """Rule entry point: load ``graph/{split}.pt``, compute the features, write ``edge_features/{split}.pt``.
+
+    Input problems are raised before any training; the output is written atomically.
+    Returns the saved dict.
+    """
+    from ..graph import load_graph
+    from ..io import torch_save
+    from ..utils import get_device, seed_everything
+
+    graph = load_graph(graph_path)
+    full = _config(cfg)
+    validate_inputs(graph, full, graph_path)
+    dev = get_device(device)
+    seed_everything(seed)
+    ef = compute_edge_features(graph, full, seed, device=dev, file=graph_path)
+    check_edge_features(ef, graph, out_path)
+    ef["config"] = full
+    ef["seed"] = int(seed)
+    torch_save(ef, out_path)
+    LOG.info("wrote %s: edge_attr %s, columns %s", out_path, tuple(ef["edge_attr"].shape), ef["columns"])
+    return ef
