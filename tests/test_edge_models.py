@@ -80,13 +80,17 @@ def test_edge_models_shapes_learn_and_need_edge_attr(cls):
         model(g["x"], g["edge_index"])
 
 
-def test_gat_ef_chunked_sets_equal_unchunked():
+def test_gat_ef_degree_buckets_equal_one_bucket():
     torch.manual_seed(0)
     g = make_graph(n=50)
     ea = torch.randn(g["edge_index"].shape[1], 3)
     m = GATEF(12, 2, 3).eval()
     full = m(g["x"], g["edge_index"], ea)
-    m.sets.chunk = 7
+    deg = torch.bincount(g["edge_index"][1], minlength=50)
+    assert len(m.sets.buckets(deg)) == 1
+    m.sets.max_scores = int(deg.max()) ** 2 * 3  # a few nodes per bucket
+    buckets = m.sets.buckets(deg)
+    assert len(buckets) >= 5 and sorted(torch.cat(buckets).tolist()) == list(range(50))
     assert torch.allclose(m(g["x"], g["edge_index"], ea), full, atol=1e-5)
 
 

@@ -89,12 +89,12 @@ def random_walks(adj: sp.csr_matrix, walk_length: int, walks_per_node: int, p: f
 
 
 class SkipGram(torch.nn.Module):
-    """Input/output embedding tables ``[N, dim]`` (sparse gradients); the input table is the node embedding."""
+    """Input/output embedding tables ``[N, dim]``; the input table is the node embedding."""
 
     def __init__(self, num_nodes: int, dim: int):
         super().__init__()
-        self.emb = torch.nn.Embedding(num_nodes, dim, sparse=True)
-        self.ctx = torch.nn.Embedding(num_nodes, dim, sparse=True)
+        self.emb = torch.nn.Embedding(num_nodes, dim)
+        self.ctx = torch.nn.Embedding(num_nodes, dim)
         torch.nn.init.uniform_(self.emb.weight, -0.5 / dim, 0.5 / dim)
         torch.nn.init.zeros_(self.ctx.weight)
 
@@ -124,7 +124,7 @@ def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, 
                         p: float = 1.0, q: float = 1.0, window: int = 5, negatives: int = 5,
                         epochs: int = 1, batch_size: int = 65536, lr: float = 0.01,
                         seed: int = 0, device: torch.device | str = "cpu") -> np.ndarray:
-    """Node embeddings float32 ``[N, dim]`` from walks + skip-gram (SparseAdam).
+    """Node embeddings float32 ``[N, dim]`` from walks + skip-gram (Adam on dense tables).
 
     Each epoch draws fresh walks, visits them in a random order and takes one
     optimiser step per chunk of walks holding about ``batch_size`` (centre, context)
@@ -135,7 +135,7 @@ def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, 
     torch.manual_seed(seed)
     adj = walk_graph(edge_index, edge_weight, num_nodes)
     model = SkipGram(num_nodes, dim).to(device)
-    opt = torch.optim.SparseAdam(list(model.parameters()), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     pairs_per_walk = max(1, 2 * sum(max(0, walk_length - d) for d in range(1, window + 1)))
     walks_per_step = max(1, batch_size // pairs_per_walk)
     for epoch in range(epochs):

@@ -13,7 +13,7 @@ All take ``forward(x [N,G], edge_index [2,E], edge_attr [E,F]) -> logits [N,C]``
 
 Edge sets: node i's set is {e_ji : j→i in edge_index} (for the symmetric kNN graph,
 all edges incident to i, its self-loop included when the graph has loops), padded to
-the maximum degree of each chunk of nodes with a key padding mask.
+the maximum degree of each degree bucket of nodes, with a key padding mask.
 """
 
 from __future__ import annotations
@@ -33,24 +33,32 @@ def incident_edge_sets(edge_index: torch.Tensor, edge_attr: torch.Tensor, num_no
     (default all ``num_nodes``), D = their maximum in-degree (at least 1); within a
     set, edges keep their order in ``edge_index``.
     """
-    dst = edge_index[1]
-    if nodes is not None:
-        sel = torch.zeros(num_nodes, dtype=torch.long, device=dst.device) - 1
-        sel[nodes] = torch.arange(nodes.numel(), device=dst.device)
-        keep = sel[dst] >= 0
-        dst, edge_attr = sel[dst[keep]], edge_attr[keep]
-        num_nodes = nodes.numel()
-    order = torch.sort(dst, stable=True).indices
-    dst_s = dst[order]
-    deg = torch.bincount(dst_s, minlength=num_nodes)
-    ptr = torch.cumsum(deg, 0) - deg
-    pos = torch.arange(dst_s.numel(), device=dst.device) - ptr[dst_s]
-    d_max = max(1, int(deg.max())) if num_nodes else 1
-    sets = edge_attr.new_zeros(num_nodes, d_max, edge_attr.shape[1])
-    mask = torch.zeros(num_nodes, d_max, dtype=torch.bool, device=dst.device)
-    sets[dst_s, pos] = edge_attr[order]
-    mask[dst_s, pos] = True
-    return sets, mask
+    index = EdgeIndex(edge_index, num_nodes)
+    return index.sets(edge_attr, torch.arange(num_nodes, device=edge_index.device) if nodes is None else nodes)
+
+
+class EdgeIndex:
+    """Incoming edges grouped by target node (one stable sort), to gather padded sets quickly."""
+
+    def __init__(self, edge_index: torch.Tensor, num_nodes: int):
+        dst = edge_index[1]
+        self.order = torch.sort(dst, stable=True).indices
+        self.deg = torch.bincount(dst, minlength=num_nodes)
+        self.ptr = torch.cumsum(self.deg, 0) - self.deg
+
+    def sets(self, edge_attr: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sets [n, D, F]``, ``mask [n, D]`` for ``nodes`` (O(their edges))."""
+        deg = self.deg[nodes]
+        d_max = max(1, int(deg.max())) if nodes.numel() else 1
+        row = torch.repeat_interleave(torch.arange(nodes.numel(), device=deg.device), deg)
+        start = torch.cumsum(deg, 0) - deg
+        pos = torch.arange(row.numel(), device=deg.device) - start[row]
+        rows = self.order[self.ptr[nodes][row] + pos]
+        sets = edge_attr.new_zeros(nodes.numel(), d_max, edge_attr.shape[1])
+        mask = torch.zeros(nodes.numel(), d_max, dtype=torch.bool, device=deg.device)
+        sets[row, pos] = edge_attr[rows]
+        mask[row, pos] = True
+        return sets, mask
 
 
 def complete_self_loops(edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int):
@@ -74,24 +82,42 @@ def _need_edges(edge_attr, name):
 class EdgeSetBranch(nn.Module):
     """Set Transformer over each node's incoming-edge features: ``-> [N, set_dim]``.
 
-    Nodes are processed in chunks of ``chunk`` to bound the padded tensor size
-    (chunk · D² · heads attention scores).
+    Memory: nodes are sorted by degree and processed in buckets, each padded to its
+    own maximum degree, with at most ``max_scores`` padded (set × set) attention
+    scores per head in a bucket. A hub of degree 200 thus never pads the other
+    nodes' sets; the total cost is ≈ Σ_i deg(i)² instead of N · max deg².
     """
 
     def __init__(self, edge_dim: int, set_dim: int = 8, set_heads: int = 2, set_block: str = "sab",
-                 num_inds: int = 16, chunk: int = 8192):
+                 num_inds: int = 16, max_scores: int = 2**22):
         super().__init__()
         self.encoder = SetEncoder(edge_dim, set_dim, set_heads, set_block, num_inds)
-        self.chunk = chunk
+        self.max_scores = max_scores
+
+    def buckets(self, deg: torch.Tensor) -> list[torch.Tensor]:
+        """Node ids grouped into degree buckets (ascending degree)."""
+        order = torch.sort(deg, stable=True).indices
+        d = deg[order].clamp(min=1).cpu().numpy().astype("int64")
+        out, i, n = [], 0, d.size
+        while i < n:
+            lo, hi = i + 1, n  # largest j with (j - i) * d[j-1]^2 <= max_scores (at least one node)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if (mid - i) * d[mid - 1] ** 2 <= self.max_scores:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            out.append(order[i:lo])
+            i = lo
+        return out
 
     def forward(self, edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        if num_nodes <= self.chunk:
-            return self.encoder(*incident_edge_sets(edge_index, edge_attr, num_nodes))
-        outs = []
-        for start in range(0, num_nodes, self.chunk):
-            nodes = torch.arange(start, min(num_nodes, start + self.chunk), device=edge_index.device)
-            outs.append(self.encoder(*incident_edge_sets(edge_index, edge_attr, num_nodes, nodes)))
-        return torch.cat(outs, 0)
+        index = EdgeIndex(edge_index, num_nodes)
+        groups = self.buckets(index.deg)
+        res = [self.encoder(*index.sets(edge_attr, nodes)) for nodes in groups]
+        inverse = torch.empty(num_nodes, dtype=torch.long, device=edge_index.device)
+        inverse[torch.cat(groups)] = torch.arange(num_nodes, device=edge_index.device)
+        return torch.cat(res, 0)[inverse]
 
 
 class GATEF(nn.Module):
@@ -99,13 +125,13 @@ class GATEF(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 8, heads: int = 8,
                  dropout: float = 0.4, set_dim: int = 8, set_heads: int = 2, set_block: str = "sab",
-                 num_inds: int = 16, chunk: int = 8192):
+                 num_inds: int = 16, max_scores: int = 2**22):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_ef needs edge_dim >= 1 (edge features)")
         self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=dropout)
         self.conv2 = GATConv(hidden * heads, hidden, heads=heads, dropout=dropout)
-        self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, chunk)
+        self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, max_scores)
         self.out = nn.Linear(hidden * heads + set_dim, n_classes)
 
     def forward(self, x, edge_index, edge_attr=None):
@@ -143,14 +169,14 @@ class GCNEF(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 64, dropout: float = 0.5,
                  set_dim: int = 8, set_heads: int = 2, set_block: str = "sab", num_inds: int = 16,
-                 chunk: int = 8192):
+                 max_scores: int = 2**22):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gcn_ef needs edge_dim >= 1 (edge features)")
         self.conv1 = GCNConv(in_dim, hidden)
         self.conv2 = GCNConv(hidden, hidden)
         self.dropout = dropout
-        self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, chunk)
+        self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, max_scores)
         self.out = nn.Linear(hidden + set_dim, n_classes)
 
     def forward(self, x, edge_index, edge_attr=None):
