@@ -6,7 +6,7 @@ from edgefeat_fixtures import make_graph, permute_edges
 from cellgnn.edge_features import (check_edge_features, compute_edge_features, select_groups)
 from cellgnn.edge_features.attention import AuxGAT, with_all_self_loops
 from cellgnn.edge_features.curvature import forman_curvature, rescale_symmetric
-from cellgnn.edge_features.node2vec import random_walks, walk_graph
+from cellgnn.edge_features.node2vec import edge_dot, node2vec_embeddings, random_walks, walk_graph
 from cellgnn.errors import CellgnnInputError
 
 CFG = {"heads": 4, "aux_epochs": 5, "node2vec": {"dim": 8, "walk_length": 8, "walks_per_node": 2,
@@ -45,6 +45,29 @@ def test_walks_stay_on_edges_and_respect_bias():
     frac_back = (back[:, 2:] == back[:, :-2]).mean()
     frac_back_unbiased = (w[:, 2:] == w[:, :-2]).mean()
     assert frac_back > 0.95 > frac_back_unbiased
+
+
+def test_node2vec_separates_communities():
+    rng = np.random.default_rng(0)
+    edges = set()
+    for block in (range(0, 30), range(30, 60)):  # two dense communities joined by one bridge
+        nodes = list(block)
+        for a in nodes:
+            for b in rng.choice(nodes, 6, replace=False):
+                if a != b:
+                    edges |= {(a, int(b)), (int(b), a)}
+    edges |= {(0, 30), (30, 0)}
+    ei = np.array(sorted(edges)).T
+    emb = node2vec_embeddings(ei, None, 60, dim=8, walk_length=10, walks_per_node=10, window=3,
+                              epochs=3, batch_size=2048, seed=0)
+    z = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = z @ z.T
+    same = np.equal.outer(np.arange(60) < 30, np.arange(60) < 30)
+    assert sim[same].mean() > sim[~same].mean() + 0.5
+    again = node2vec_embeddings(ei, None, 60, dim=8, walk_length=10, walks_per_node=10, window=3,
+                                epochs=3, batch_size=2048, seed=0)
+    assert np.array_equal(emb, again)  # seeded
+    assert edge_dot(emb, ei).shape == (ei.shape[1],)
 
 
 def test_contract_shapes_groups_and_ranges():

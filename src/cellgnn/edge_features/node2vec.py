@@ -8,7 +8,8 @@ with α / max α), as torch-cluster does. Self-loops are dropped from the walk g
 
 The skip-gram uses negative sampling (Mikolov et al. 2013): for every (centre,
 context) pair within ``window`` positions, ``negatives`` nodes drawn from the
-unigram^0.75 distribution of the walks.
+unigram^0.75 distribution of the walks; plain SGD with word2vec's linear learning-rate
+decay and hand-written gradients (no autograd: a step costs about one forward pass).
 """
 
 from __future__ import annotations
@@ -88,23 +89,32 @@ def random_walks(adj: sp.csr_matrix, walk_length: int, walks_per_node: int, p: f
     return walks
 
 
-class SkipGram(torch.nn.Module):
-    """Input/output embedding tables ``[N, dim]``; the input table is the node embedding."""
+class SkipGram:
+    """Skip-gram with negative sampling trained by plain SGD with hand-written gradients.
 
-    def __init__(self, num_nodes: int, dim: int):
-        super().__init__()
-        self.emb = torch.nn.Embedding(num_nodes, dim)
-        self.ctx = torch.nn.Embedding(num_nodes, dim)
-        torch.nn.init.uniform_(self.emb.weight, -0.5 / dim, 0.5 / dim)
-        torch.nn.init.zeros_(self.ctx.weight)
+    Tables ``emb`` (node embeddings) and ``ctx`` (context vectors), float32 ``[N, dim]``.
+    As in word2vec, each pair's gradient is added to the rows it touches
+    (``index_add_``, deterministic on CPU); no autograd, so a step costs about one forward.
+    """
 
-    def loss(self, centre: torch.Tensor, context: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """centre, context: ``[B]``; negative: ``[B, K]``. Mean negative-sampling loss."""
-        zc = self.emb(centre)
-        pos = (zc * self.ctx(context)).sum(-1)
-        neg = torch.bmm(self.ctx(negative), zc.unsqueeze(-1)).squeeze(-1)
-        return -(torch.nn.functional.logsigmoid(pos).mean()
-                 + torch.nn.functional.logsigmoid(-neg).sum(-1).mean())
+    def __init__(self, num_nodes: int, dim: int, generator: torch.Generator, device="cpu"):
+        self.emb = ((torch.rand(num_nodes, dim, generator=generator) - 0.5) / dim).to(device)
+        self.ctx = torch.zeros(num_nodes, dim, device=device)
+
+    def step(self, centre: torch.Tensor, context: torch.Tensor, negative: torch.Tensor, lr: float) -> float:
+        """One SGD step on pairs ``centre, context [B]`` with ``negative [B, K]``; returns the mean loss."""
+        zc, zo, zn = self.emb[centre], self.ctx[context], self.ctx[negative]
+        pos = (zc * zo).sum(-1)                                  # [B]
+        neg = torch.bmm(zn, zc.unsqueeze(-1)).squeeze(-1)         # [B, K]
+        g_pos = torch.sigmoid(pos) - 1.0                          # d loss / d pos
+        g_neg = torch.sigmoid(neg)                                # d loss / d neg
+        grad_c = g_pos.unsqueeze(-1) * zo + torch.bmm(g_neg.unsqueeze(1), zn).squeeze(1)
+        self.emb.index_add_(0, centre, grad_c, alpha=-lr)
+        self.ctx.index_add_(0, context, g_pos.unsqueeze(-1) * zc, alpha=-lr)
+        self.ctx.index_add_(0, negative.reshape(-1), (g_neg.unsqueeze(-1) * zc.unsqueeze(1)).reshape(-1, zc.shape[1]),
+                            alpha=-lr)
+        loss = -(torch.nn.functional.logsigmoid(pos) + torch.nn.functional.logsigmoid(-neg).sum(-1))
+        return float(loss.mean())
 
 
 def skipgram_pairs(walks: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,46 +132,55 @@ def skipgram_pairs(walks: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarr
 def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, num_nodes: int, *,
                         dim: int = 16, walk_length: int = 80, walks_per_node: int = 10,
                         p: float = 1.0, q: float = 1.0, window: int = 5, negatives: int = 5,
-                        epochs: int = 1, batch_size: int = 65536, lr: float = 0.01,
+                        epochs: int = 1, batch_size: int = 16384, lr: float = 0.025,
                         seed: int = 0, device: torch.device | str = "cpu") -> np.ndarray:
-    """Node embeddings float32 ``[N, dim]`` from walks + skip-gram (Adam on dense tables).
+    """Node embeddings float32 ``[N, dim]`` from walks + skip-gram with negative sampling.
 
-    Each epoch draws fresh walks, visits them in a random order and takes one
-    optimiser step per chunk of walks holding about ``batch_size`` (centre, context)
-    pairs, so memory stays O(walks), not O(pairs).
+    Each epoch draws fresh walks, visits them in a random order and takes one SGD
+    step per chunk of walks holding about ``batch_size`` (centre, context) pairs
+    (memory O(walks), not O(pairs)); the learning rate decays linearly from ``lr``
+    to ``lr``/100 over training, as in word2vec. Negatives come from a unigram^0.75
+    table of the walks' node counts.
     """
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     adj = walk_graph(edge_index, edge_weight, num_nodes)
-    model = SkipGram(num_nodes, dim).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = SkipGram(num_nodes, dim, gen, device)
     pairs_per_walk = max(1, 2 * sum(max(0, walk_length - d) for d in range(1, window + 1)))
     walks_per_step = max(1, batch_size // pairs_per_walk)
+    n_walks = num_nodes * walks_per_node
+    total_steps = max(1, epochs * ((n_walks + walks_per_step - 1) // walks_per_step))
+    done = 0
     for epoch in range(epochs):
         walks = random_walks(adj, walk_length, walks_per_node, p, q, rng)
-        freq = np.bincount(walks.ravel(), minlength=num_nodes).astype(np.float64) ** 0.75
-        noise = torch.as_tensor(freq / freq.sum(), dtype=torch.float64)
+        table = _unigram_table(walks, num_nodes)
         order = torch.randperm(walks.shape[0], generator=gen).numpy()
         total, n_pairs = 0.0, 0
         for start in tqdm(range(0, order.shape[0], walks_per_step), mininterval=10, leave=False,
                           desc=f"node2vec epoch {epoch + 1}/{epochs}"):
             centre, context = skipgram_pairs(walks[order[start:start + walks_per_step]], window)
+            done += 1
             if centre.size == 0:
                 continue
-            c = torch.as_tensor(centre, device=device)
-            o = torch.as_tensor(context, device=device)
-            neg = torch.multinomial(noise, centre.shape[0] * negatives, replacement=True,
-                                    generator=gen).view(-1, negatives).to(device)
-            opt.zero_grad()
-            loss = model.loss(c, o, neg)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * centre.shape[0]
+            neg = table[torch.randint(0, table.numel(), (centre.shape[0], negatives), generator=gen)]
+            step_lr = lr * max(0.01, 1.0 - done / total_steps)
+            loss = model.step(torch.as_tensor(centre, device=device), torch.as_tensor(context, device=device),
+                              neg.to(device), step_lr)
+            total += loss * centre.shape[0]
             n_pairs += centre.shape[0]
         LOG.info("node2vec epoch %d/%d: %d walks, %d pairs, mean loss %.4f", epoch + 1, epochs,
                  walks.shape[0], n_pairs, total / max(1, n_pairs))
-    return model.emb.weight.detach().cpu().numpy().astype(np.float32)
+    return model.emb.cpu().numpy().astype(np.float32)
+
+
+def _unigram_table(walks: np.ndarray, num_nodes: int, size: int = 2**20) -> torch.Tensor:
+    """Node ids int64 ``[size]`` in proportion to (visit count)^0.75: uniform draws from it are negatives."""
+    freq = np.bincount(walks.ravel(), minlength=num_nodes).astype(np.float64) ** 0.75
+    counts = np.floor(freq / freq.sum() * size).astype(np.int64)
+    table = np.repeat(np.arange(num_nodes, dtype=np.int64), counts)
+    if table.size == 0:
+        table = np.arange(num_nodes, dtype=np.int64)
+    return torch.from_numpy(table)
 
 
 def edge_dot(emb: np.ndarray, edge_index: np.ndarray) -> np.ndarray:
