@@ -52,10 +52,21 @@ def test_summarize_has_intervals():
 
 
 def test_evaluate_writes_tables_and_figure(tmp_path):
+    import json
+
+    df = _df()
     p = tmp_path / "models.csv"
-    _df().to_csv(p, index=False)
-    evaluate(str(p), str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "fig.png"))
-    assert len(pd.read_csv(tmp_path / "c.csv")) == 2 and len(pd.read_csv(tmp_path / "a.csv")) == 2
+    df[~df.model.str.startswith("gat_ef_minus")].to_csv(p, index=False)
+    files = []
+    for i, r in df[df.model.str.startswith("gat_ef_minus")].iterrows():  # ablation runs come as metrics.json
+        f = tmp_path / f"m{i}.json"
+        f.write_text(json.dumps({"model": r.model, "split": r.split, "seed": int(r.seed),
+                                 "test": {m: r[m] for m in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}}))
+        files.append(str(f))
+    evaluate(str(p), files, str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "fig.png"))
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 2
+    abl = pd.read_csv(tmp_path / "a.csv").set_index("group")
+    assert abl.loc["node2vec", "mean_diff"] == pytest.approx(-0.05)
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").exists()
 
 
@@ -63,8 +74,8 @@ def test_evaluate_bad_input(tmp_path):
     p = tmp_path / "models.csv"
     _df().drop(columns=["macro_f1"]).to_csv(p, index=False)
     with pytest.raises(CellgnnInputError, match="missing columns"):
-        evaluate(str(p), str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
+        evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
     _df()[lambda d: d.model != "gat_ef"].to_csv(p, index=False)
     with pytest.raises(CellgnnInputError, match="no rows for model"):
-        evaluate(str(p), str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
+        evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
     assert not (tmp_path / "c.csv").exists()

@@ -13,6 +13,7 @@ full ``gat_ef`` (negative difference = the group helped).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from .errors import CellgnnInputError
+
+LOG = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 ABLATION_PREFIX = "gat_ef_minus_"
@@ -144,21 +147,39 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
     plt.close(fig)
 
 
-def evaluate(models_csv: str, comparison_csv: str, ablation_csv: str, figure_png: str,
-             model: str = "gat_ef", baselines=("gat", "logreg"), metric: str = "macro_f1") -> None:
-    """Read ``models.csv``; write the paired comparison, the ablation table and their figure."""
+def evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
+             figure_png: str, cfg: dict | None = None) -> None:
+    """Write the paired comparison, the ablation table and their figure.
+
+    models_csv: ``metrics/models.csv``; ablation_metrics: ``metrics.json`` files of the
+    ``gat_ef_minus_<group>`` runs; cfg: the ``evaluation`` config section (``model``,
+    ``baselines``, ``metric``).
+    """
+    import json
+
     from .io import write_csv
 
+    cfg = {"model": "gat_ef", "baselines": ["gat", "logreg"], "metric": "macro_f1", **(cfg or {})}
+    model, metric = cfg["model"], cfg["metric"]
     df = pd.read_csv(models_csv)
     _check_columns(df, [metric], file=models_csv)
     if model not in set(df["model"]):
-        raise CellgnnInputError(f"no rows for model '{model}'", file=models_csv, field="model",
+        raise CellgnnInputError(f"no rows for model '{model}'", file=models_csv, field="evaluation.model",
                                 fix=f"add {model} to train.models")
-    comp = paired_comparison(df, model, [b for b in baselines if b in set(df["model"])], metric)
-    abl = ablation_table(df, model, metric)
+    rows = []
+    for f in ablation_metrics:
+        with open(f) as fh:
+            m = json.load(fh)
+        rows.append({"model": m["model"], "split": m["split"], "seed": m["seed"], **m["test"]})
+    abl_df = pd.concat([df[df["model"] == model], pd.DataFrame(rows)], ignore_index=True) if rows else df
+    comp = paired_comparison(df, model, [b for b in cfg["baselines"] if b in set(df["model"])], metric)
+    abl = ablation_table(abl_df, model, metric)
     write_csv(comp, comparison_csv)
     write_csv(abl, ablation_csv)
     plot_comparison(comp, abl, figure_png)
+    LOG.info("paired %s differences:\n%s\nablation:\n%s", metric,
+             comp[["split", "baseline", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string(),
+             abl[["split", "group", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string())
 
 
 def _check_columns(df: pd.DataFrame, metrics, file: str | None = None) -> None:

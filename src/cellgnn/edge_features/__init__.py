@@ -43,7 +43,7 @@ DEFAULTS = {
     "parts_per_batch": 8,
     "curvature_include_self_loops": False,
     "node2vec": {"dim": 16, "walk_length": 20, "walks_per_node": 10, "p": 1.0, "q": 1.0, "window": 5,
-                 "negatives": 5, "epochs": 1, "batch_size": 65536, "lr": 0.01},
+                 "negatives": 5, "epochs": 1, "batch_size": 16384, "lr": 0.025},
 }
 
 

@@ -124,13 +124,13 @@ class GATEF(nn.Module):
     """``gat_ef``: 2-layer GAT ‖ edge-set Set Transformer → Linear."""
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 8, heads: int = 8,
-                 dropout: float = 0.4, set_dim: int = 8, set_heads: int = 2, set_block: str = "sab",
+                 attn_dropout: float = 0.4, set_dim: int = 8, set_heads: int = 2, set_block: str = "sab",
                  num_inds: int = 16, max_scores: int = 2**22):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_ef needs edge_dim >= 1 (edge features)")
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=dropout)
-        self.conv2 = GATConv(hidden * heads, hidden, heads=heads, dropout=dropout)
+        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout)
+        self.conv2 = GATConv(hidden * heads, hidden, heads=heads, dropout=attn_dropout)
         self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, max_scores)
         self.out = nn.Linear(hidden * heads + set_dim, n_classes)
 
@@ -139,6 +139,10 @@ class GATEF(nn.Module):
         h = self.conv2(torch.nn.functional.elu(self.conv1(x, edge_index)), edge_index)
         s = self.sets(edge_index, edge_attr, x.shape[0])
         return self.out(torch.cat([h, s], dim=1))
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """First-layer linear weights ``[heads*hidden, G]`` (for weight-magnitude explanations)."""
+        return self.conv1.lin.weight
 
 
 class GATEdge(nn.Module):
@@ -149,13 +153,13 @@ class GATEdge(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 8, heads: int = 8,
-                 dropout: float = 0.4):
+                 attn_dropout: float = 0.4):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_edge needs edge_dim >= 1 (edge features)")
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=dropout, edge_dim=edge_dim,
+        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, edge_dim=edge_dim,
                              add_self_loops=False)
-        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=dropout,
+        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout,
                              edge_dim=edge_dim, add_self_loops=False)
 
     def forward(self, x, edge_index, edge_attr=None):
