@@ -48,3 +48,53 @@ rule augment:
         "../../envs/models.yaml"
     script:
         "../../scripts/augment.py"
+
+
+rule augment_topup:
+    # synthetic training cells for the rare classes of one graph split (model gat_activa)
+    input:
+        adata="results/{dataset}/preprocessed.h5ad",
+        graph="results/{dataset}/graph/{split}.pt",
+    output:
+        "results/{dataset}/augment/topup/{split}.pt",
+    log:
+        "logs/{dataset}/augment/topup_{split}.log",
+    benchmark:
+        "benchmarks/{dataset}/augment/topup_{split}.tsv"
+    params:
+        augment=config["augment"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/augment_topup.py"
+
+
+rule train_gat_activa:
+    # the GAT trained on the topped-up training graph; evaluated on real test cells
+    input:
+        graph="results/{dataset}/graph/{split}.pt",
+        topup="results/{dataset}/augment/topup/{split}.pt",
+        gat_predictions="results/{dataset}/models/{split}/gat/seed{seed}/predictions.csv",
+    output:
+        model="results/{dataset}/models/{split}/gat_activa/seed{seed}/model.pt",
+        metrics="results/{dataset}/models/{split}/gat_activa/seed{seed}/metrics.json",
+        predictions="results/{dataset}/models/{split}/gat_activa/seed{seed}/predictions.csv",
+    log:
+        "logs/{dataset}/train/{split}/gat_activa/seed{seed}.log",
+    benchmark:
+        "benchmarks/{dataset}/train/{split}/gat_activa/seed{seed}.tsv"
+    params:
+        train=config["train"],
+        device=config["device"],
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/train_gat_activa.py"
