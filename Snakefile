@@ -17,6 +17,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/augment.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -20,6 +20,8 @@ DATASET = config["dataset"]
 SPLITS = config["graph"]["split_modes"]
 MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
+# model gat_activa (rule train_gat_activa in augment.smk): the GAT on ACTIVA-topped-up training graphs
+GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
 
 
 wildcard_constraints:
@@ -35,7 +37,7 @@ def model_runs(wildcards):
         "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
         dataset=wildcards.dataset,
         split=SPLITS,
-        model=MODELS,
+        model=GRAPH_MODELS,
         seed=SEEDS,
     )
 
@@ -54,6 +56,7 @@ def get_final_output():
         f"results/{DATASET}/metrics/models.csv",
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
+        f"results/{DATASET}/augment/metrics.json",
     ]
 
 
