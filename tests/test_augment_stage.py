@@ -11,7 +11,8 @@ import torch
 from _augment_toy import toy_cells
 
 from cellgnn.augment.activa import ActivaConfig
-from cellgnn.augment.data import library_normalize, load_expression, resolve_population, split_masks
+from cellgnn.augment.data import (library_normalize, load_expression, resolve_population, sample_counts,
+                                  split_masks)
 from cellgnn.augment.evaluate import (PcaSpace, correlation_discrepancy, marker_genes, mean_ci, mmd_pcs,
                                       rf_auc)
 from cellgnn.augment.gan import GanConfig, GanTrainer, generate_gan
@@ -26,6 +27,16 @@ TINY = {"hidden": [32, 16, 8], "latent": 4}
 def test_library_normalize_rows_sum_to_target():
     x = library_normalize(sp.csr_matrix(np.array([[1, 3], [0, 0], [2, 2]], dtype=np.float32)), 20000)
     np.testing.assert_allclose(x, [[5000, 15000], [0, 0], [10000, 10000]])
+
+
+def test_sample_counts_is_sparse_and_normalized():
+    mean = np.full((200, 10), 2000.0, dtype=np.float32)  # 10 genes, 20,000 per cell
+    out = sample_counts(mean, np.array([10.0]), seed=0)
+    assert (out == 0).mean() > 0.2  # ~10 counts over 10 genes: many zeros
+    np.testing.assert_allclose(out.sum(1)[out.sum(1) > 0], 20000, rtol=1e-4)
+    np.testing.assert_array_equal(out, sample_counts(mean, np.array([10.0]), seed=0))
+    deep = sample_counts(mean, np.array([1e6]), seed=0)
+    np.testing.assert_allclose(deep, mean, rtol=0.05)
 
 
 def test_resolve_population():
@@ -88,7 +99,8 @@ def test_rare_population_experiment_rows():
                                     ActivaConfig(epochs=2, warmup_epochs=1, batch_size=32, device="cpu",
                                                  **TINY, clf_hidden=[8, 8, 4]),
                                     RareConfig(fractions=[0.5, 0.1], seeds=[0, 1], n_synthetic=20,
-                                               epochs=2, n_trees=10), progress=False)
+                                               epochs=2, n_trees=10),
+                                    library_sizes=np.full(int((~test).sum()), 500.0), progress=False)
     assert len(df) == 8 and set(df["augmented"]) == {True, False}
     assert (df.loc[df.augmented, "n_synthetic"] == 20).all()
     assert df["f1"].between(0, 1).all()
@@ -138,7 +150,7 @@ def test_stage_end_to_end(tmp_path):
         assert (tmp_path / "out" / path).exists()
     assert (tmp_path / "out/figs/auc.pdf").exists()
     saved = json.loads((tmp_path / "out/metrics.json").read_text())
-    assert set(saved["generators"]) == {"ACTIVA", "scGAN", "real (train)"}
+    assert set(saved["generators"]) == {"ACTIVA", "scGAN", "ACTIVA (raw)", "scGAN (raw)", "real (train)"}
     assert saved["population"] == "pop2" and saved["rare_population"]["seeds"] == [0, 1, 2]
     syn = ad.read_h5ad(out["synthetic"])
     assert (syn.obs["source"] == "ACTIVA population").sum() == 10

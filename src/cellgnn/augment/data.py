@@ -26,6 +26,7 @@ class ExpressionData:
     genes: list[str]
     cell_ids: list[str]
     target_sum: float
+    library_size: np.ndarray  # raw counts per cell over the modelled genes, float64 [N]
 
     @property
     def classes(self) -> list[str]:
@@ -43,6 +44,21 @@ def library_normalize(counts, target_sum: float = 20000.0) -> np.ndarray:
     tot = x.sum(axis=1, keepdims=True)
     x = np.divide(x * target_sum, tot, out=np.zeros_like(x), where=tot > 0)
     return x.astype(np.float32)
+
+
+def sample_counts(x_mean: np.ndarray, library_sizes: np.ndarray, seed: int = 0,
+                  target_sum: float = 20000.0) -> np.ndarray:
+    """Observation step: Poisson counts around generated expression, renormalized to ``target_sum``.
+
+    x_mean ``[S, G]`` (data units); each cell gets a library size drawn from ``library_sizes``
+    (raw counts of real cells) and counts ~ Poisson(x_mean / target_sum · L). Generators emit
+    smooth means; real cells are sparse counts, which a random forest separates on sparsity
+    alone, so both generators' cells can be passed through this step (``augment.sample_counts``).
+    """
+    rng = np.random.default_rng(seed)
+    lib = rng.choice(np.asarray(library_sizes, dtype=np.float64), size=len(x_mean), replace=True)
+    counts = rng.poisson(np.asarray(x_mean, dtype=np.float64) / target_sum * lib[:, None])
+    return library_normalize(counts.astype(np.float32), target_sum)
 
 
 def load_expression(path: str | Path, population_key: str = "cell_type", layer: str = "counts",
@@ -90,7 +106,8 @@ def load_expression(path: str | Path, population_key: str = "cell_type", layer: 
     return ExpressionData(x=library_normalize(counts, target_sum),
                           labels=adata.obs[population_key].astype(str).to_numpy(),
                           genes=adata.var_names[keep].tolist(), cell_ids=adata.obs_names.tolist(),
-                          target_sum=float(target_sum))
+                          target_sum=float(target_sum),
+                          library_size=np.asarray(counts.sum(axis=1), dtype=np.float64).ravel())
 
 
 def resolve_population(labels: np.ndarray, population: str | None, min_cells: int,

@@ -4,7 +4,8 @@
    (populations = the graph's prediction classes, counts of all graph genes normalized to
    ``target_sum``). Every rare class (fewer training cells than ``rare_fraction`` × the
    largest class) is topped up to that level (at most ``max_per_class`` cells) with cells
-   generated around its own training cells (posterior sampling, ACTINN-filtered). The
+   generated around its own training cells (posterior sampling, ACTINN-filtered; Poisson
+   counts drawn with the class's library sizes when ``sample_counts``). The
    synthetic counts are mapped into the graph's node-feature space exactly as real cells
    were (preprocess normalization + transform, then the graph's min–max scaling fitted on
    the real training cells, recovered from ``preprocessed.h5ad`` and checked against the
@@ -30,7 +31,7 @@ import torch
 
 from ..errors import CellgnnInputError
 from .activa import ActivaConfig, ActivaTrainer, generate
-from .data import library_normalize
+from .data import library_normalize, sample_counts
 
 LOG = logging.getLogger("cellgnn.augment.graph_topup")
 
@@ -73,7 +74,7 @@ def _counts(adata) -> np.ndarray:
 
 def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: float = 0.5,
                max_per_class: int = 300, accept_threshold: float = 0.5, target_sum: float = 20000.0,
-               file: str = "preprocessed.h5ad", progress: bool = True) -> dict:
+               sample: bool = True, file: str = "preprocessed.h5ad", progress: bool = True) -> dict:
     """Synthetic training cells for the rare classes of ``graph`` (see module docstring).
 
     Returns ``{"x": float32 [S, G] node features, "y": int64 [S], "n_per_class": {class: n},
@@ -94,7 +95,9 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
     train = graph["train_mask"].numpy()
     y = graph["y"].numpy()
     classes = list(graph["classes"])
-    x_tr = library_normalize(_counts(adata)[train], target_sum)
+    counts_tr = _counts(adata)[train]
+    lib_tr = counts_tr.sum(axis=1).astype(np.float64)
+    x_tr = library_normalize(counts_tr, target_sum)
     y_tr = y[train]
     sizes = np.bincount(y_tr, minlength=len(classes))
     level = int(np.floor(rare_fraction * sizes.max()))
@@ -117,6 +120,8 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
             LOG.warning("%s; using unfiltered posterior samples for class %s", err, classes[c])
             cells = generate(trainer.model, n, classes, classes[c], "posterior", x_population=x_pop,
                              threshold=0.0, seed=activa_cfg.seed + c)
+        if sample:  # Poisson counts with the class's library sizes, as real cells were observed
+            cells = sample_counts(cells, lib_tr[y_tr == c], activa_cfg.seed + c, target_sum)
         xs.append(to_nodes(cells))
         ys.append(np.full(n, c, dtype=np.int64))
         out["n_per_class"][classes[c]] = n
@@ -193,7 +198,8 @@ def run_topup(preprocessed: str | Path, graph_path: str | Path, output: str | Pa
     graph = load_graph(graph_path)
     topup = make_topup(ad.read_h5ad(preprocessed), graph, activa_cfg, gm.get("rare_fraction", 0.5),
                        gm.get("max_per_class", 300), cfg.get("accept_threshold", 0.5),
-                       cfg.get("target_sum", 20000.0), file=str(preprocessed), progress=progress)
+                       cfg.get("target_sum", 20000.0), cfg.get("sample_counts", True), file=str(preprocessed),
+                       progress=progress)
     topup.update(split_mode=graph["split_mode"], k=int(gm.get("k", 15)))
     torch_save(topup, output)
     LOG.info("top-up %s: %s", graph["split_mode"], topup["n_per_class"])

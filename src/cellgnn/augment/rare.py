@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import CellgnnInputError
 from .activa import ActivaConfig, ActivaTrainer, generate
+from .data import sample_counts
 from .evaluate import mean_ci
 
 LOG = logging.getLogger("cellgnn.augment.rare")
@@ -66,8 +67,14 @@ def check_rare(cfg: RareConfig, labels_test: np.ndarray, population: str) -> Non
 
 def rare_population_experiment(x_train: np.ndarray, labels_train: np.ndarray, x_test: np.ndarray,
                                labels_test: np.ndarray, population: str, activa_cfg: ActivaConfig,
-                               cfg: RareConfig, progress: bool = True) -> pd.DataFrame:
-    """Rows ``seed, fraction, n_population_train, augmented, n_synthetic, accept_threshold, f1, precision, recall``."""
+                               cfg: RareConfig, library_sizes: np.ndarray | None = None,
+                               target_sum: float = 20000.0, progress: bool = True) -> pd.DataFrame:
+    """Rows ``seed, fraction, n_population_train, augmented, n_synthetic, accept_threshold, f1, precision, recall``.
+
+    ``library_sizes`` ``[N_train]`` (raw counts of the training cells): when given, synthetic
+    cells pass through :func:`~cellgnn.augment.data.sample_counts` with the library sizes
+    of the kept population cells.
+    """
     from tqdm.auto import tqdm
 
     check_rare(cfg, labels_test, population)
@@ -106,6 +113,8 @@ def rare_population_experiment(x_train: np.ndarray, labels_train: np.ndarray, x_
             thr = 0.0
             synth = generate(trainer.model, cfg.n_synthetic, classes, population, "posterior",
                              x_population=x_train[kept], threshold=0.0, seed=seed)
+        if library_sizes is not None:
+            synth = sample_counts(synth, library_sizes[kept], seed, target_sum)
         aug = _forest_f1(np.vstack([x_sub, synth]), np.r_[y_sub, np.ones(len(synth), dtype=int)],
                          x_test, y_test, cfg.n_trees, seed)
         rows.append({"seed": seed, "fraction": frac, "n_population_train": k, "augmented": True,

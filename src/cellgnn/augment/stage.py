@@ -10,7 +10,10 @@ during training, test cells are the held-out reference of every metric). Writes:
   (the requested population, or ACTINN's call for unconditional ACTIVA cells, ``unknown``
   for scGAN),
 - ``metrics.json``: ACTIVA vs scGAN vs real training cells (positive control) against the
-  test cells, training times, the rare-population summary (mean F1, 95% CI over seeds),
+  test cells, training times, the rare-population summary (mean F1, 95% CI over seeds).
+  With ``sample_counts`` (default) both generators' cells pass through a Poisson
+  observation step (:func:`~cellgnn.augment.data.sample_counts`) before every use, and the
+  metrics of their raw outputs are reported too (``"ACTIVA (raw)"``, ``"scGAN (raw)"``),
 - ``rare_population.csv`` and three figures.
 """
 
@@ -26,7 +29,7 @@ from ..errors import CellgnnInputError
 from ..io import write_csv, write_h5ad, write_json
 from ..utils import seed_everything, set_threads
 from .activa import ActivaConfig, ActivaTrainer, generate
-from .data import load_expression, resolve_population, split_masks
+from .data import load_expression, resolve_population, sample_counts, split_masks
 from .evaluate import PcaSpace, evaluate_synthetic, mmd_pcs
 from .gan import GanConfig, GanTrainer, generate_gan
 from .rare import RareConfig, check_rare, rare_population_experiment, summarize_rare
@@ -119,25 +122,34 @@ def run_augment(preprocessed: str | Path, graph: str | Path, outputs: dict[str, 
 
     # ----- synthetic cells and metrics on the test cells -----
     n_te = len(x_te)
-    synth = {"ACTIVA": generate(activa.model, n_te, seed=seed + 7),
-             "scGAN": generate_gan(gan.generator, n_te, seed=seed + 7)}
+    raw = {"ACTIVA": generate(activa.model, n_te, seed=seed + 7),
+           "scGAN": generate_gan(gan.generator, n_te, seed=seed + 7)}
+    lib_tr = data.library_size[tr] if cfg.get("sample_counts", True) else None
+    synth = raw if lib_tr is None else {k: sample_counts(v, lib_tr, seed + 8, data.target_sum)
+                                        for k, v in raw.items()}
     rng = np.random.default_rng(seed)
     control = x_tr[rng.choice(len(x_tr), size=min(n_te, len(x_tr)), replace=False)]
     kw = dict(n_folds=ev.get("n_folds", 5), n_trees=ev.get("n_trees", 200),
               n_top_markers=ev.get("n_top_markers", 5), seed=seed)
     results = {name: evaluate_synthetic(x_te, s, x_tr, lab_tr, pca, **kw) for name, s in synth.items()}
+    if lib_tr is not None:  # the generators' outputs without the observation step, for reference
+        results.update({f"{name} (raw)": evaluate_synthetic(x_te, s, x_tr, lab_tr, pca, **kw)
+                        for name, s in raw.items()})
     results["real (train)"] = evaluate_synthetic(x_te, control, x_tr, lab_tr, pca, **kw)
     for name, trainer in (("ACTIVA", activa), ("scGAN", gan)):
         results[name]["training"] = best_val(trainer.history)
 
+    in_pop = lab_tr == population
     pop_cells = generate(activa.model, int(cfg.get("n_generate", 500)), classes, population,
-                         cfg.get("generation", "posterior"), x_population=x_tr[lab_tr == population],
+                         cfg.get("generation", "posterior"), x_population=x_tr[in_pop],
                          threshold=cfg.get("accept_threshold", 0.5), seed=seed + 11)
+    if lib_tr is not None:
+        pop_cells = sample_counts(pop_cells, lib_tr[in_pop], seed + 12, data.target_sum)
     _write_synthetic(outputs["synthetic"], data, key, population, pop_cells, synth, activa, classes)
 
     # ----- rare population -----
     rare = rare_population_experiment(x_tr, lab_tr, x_te, lab_te, population, activa_cfg, rare_cfg,
-                                      progress=progress)
+                                      library_sizes=lib_tr, target_sum=data.target_sum, progress=progress)
     write_csv(rare, outputs["rare"])
     rare_summary = summarize_rare(rare)
 
@@ -145,11 +157,13 @@ def run_augment(preprocessed: str | Path, graph: str | Path, outputs: dict[str, 
     from .figures import plot_auc, plot_rare, plot_umap
 
     plot_umap(*_umap(pca, x_te, synth, seed), outputs["umap"])
-    plot_auc({k: results[k] for k in ("real (train)", "ACTIVA", "scGAN")}, outputs["auc"])
+    plot_auc({k: results[k] for k in ("real (train)", "ACTIVA", "scGAN", "ACTIVA (raw)", "scGAN (raw)")
+              if k in results}, outputs["auc"])
     plot_rare(rare_summary, outputs["rare_plot"])
 
     metrics = {"population_key": key, "population": population, "split": split.get("split_mode"),
                "reference": "test cells", "n_genes": int(data.x.shape[1]), "seed": seed,
+               "sample_counts": lib_tr is not None,
                "generators": results, "rare_population": {"summary": rare_summary,
                                                           "seeds": list(rare_cfg.seeds),
                                                           "n_synthetic": rare_cfg.n_synthetic},
