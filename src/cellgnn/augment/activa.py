@@ -302,7 +302,7 @@ class ActivaTrainer:
 
         cfg, m = self.cfg, self.model
         n = self.x.shape[0]
-        bar = tqdm(range(self.epoch, cfg.epochs), desc="ACTIVA", disable=not progress, file=None)
+        bar = tqdm(range(self.epoch, cfg.epochs), desc="ACTIVA", disable=not progress)
         for epoch in bar:
             warmup = epoch < cfg.warmup_epochs
             t0 = time.perf_counter()
