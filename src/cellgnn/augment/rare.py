@@ -35,10 +35,10 @@ class RareConfig:
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.01, 0.005])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     n_synthetic: int = 500
-    epochs: int = 20
-    n_trees: int = 200
+    epochs: int = 6
+    n_trees: int = 100
     accept_threshold: float = 0.5
-    max_other_cells: int | None = 1000  # cells of other populations ACTIVA sees per run (None = all)
+    max_other_cells: int | None = 500  # cells of other populations ACTIVA sees per run (None = all)
 
 
 def _forest_f1(x_tr, y_tr, x_te, y_te, n_trees: int, seed: int) -> dict:
