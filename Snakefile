@@ -18,6 +18,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/edge_features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/augment.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -31,6 +31,8 @@ ABLATION_GROUPS = (
     and len(config["edge_features"]["groups"]) > 1
     else []
 )
+# model gat_activa (rule train_gat_activa in augment.smk): the GAT on ACTIVA-topped-up training graphs
+GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
 
 
 wildcard_constraints:
@@ -66,7 +68,7 @@ def model_runs(wildcards):
         "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
         dataset=wildcards.dataset,
         split=SPLITS,
-        model=MODELS,
+        model=GRAPH_MODELS,
         seed=SEEDS,
     )
 
@@ -95,6 +97,7 @@ def get_final_output():
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
         *evaluation,
+        f"results/{DATASET}/augment/metrics.json",
     ]
 
 
