@@ -1,0 +1,571 @@
+"""Explanations that can be checked: gene, cell-type and edge-feature attributions.
+
+Methods (each returns a gene score per class, and per cell type × class where it can):
+
+- ``integrated_gradients``: captum IG on node features through a trained graph model. Each
+  explained cell gets its own copy of its k-hop computation graph (a disjoint union per
+  batch), so one IG pass gives exact per-cell attributions over every node and gene that
+  can influence the cell; a cell's gene score is the sum over the nodes of its copy.
+  Baseline: all-zero features. The completeness error ``|Σ attr − (f(x) − f(0))|`` is
+  measured per cell, and the number of steps is doubled until its relative size is below
+  the tolerance.
+- ``weights``: the original study's first-layer weight magnitude, ``max |W[:, g]|`` over
+  the first layer's output units (heads × units); class-agnostic.
+- ``attention``: mean gene attention of the scANNA-style classifier over correctly
+  predicted cells (``cellgnn.models.scanna.salient_genes``).
+- ``gnnexplainer``: PyG ``Explainer`` + ``GNNExplainer`` on a few cells per class, with a
+  feature mask shared by the nodes of each cell's subgraph and an edge mask.
+- ``de``: scanpy ``rank_genes_groups`` (Wilcoxon, one class vs the rest) on training cells.
+- ``random``: a seeded random ranking, the floor every method must beat.
+
+Scores are compared with the simulator's planted response genes
+(``uns["ground_truth"]``): precision@k with k = number of planted genes of the class,
+and average precision (AUPRC).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .errors import CellgnnInputError
+
+LOG = logging.getLogger(__name__)
+
+CLASS_AGNOSTIC = "all"
+
+
+# ----------------------------------------------------------------------------- subgraphs
+
+@dataclass
+class CompGraphs:
+    """Disjoint union of the k-hop computation graphs of a batch of root cells.
+
+    ``nodes [M]`` original node ids, ``owner [M]`` index of the root (0..B-1) each copy
+    belongs to, ``root_pos [B]`` position of each root in the union, ``edge_index [2, E']``
+    in union coordinates (sorted by target then source), ``edge_ids [E']`` original edge
+    ids (rows of ``edge_attr``).
+    """
+
+    nodes: torch.Tensor
+    owner: torch.Tensor
+    root_pos: torch.Tensor
+    edge_index: torch.Tensor
+    edge_ids: torch.Tensor
+
+
+class SubgraphSampler:
+    """k-hop in-neighbourhoods on a CSR adjacency (rows = targets, columns = sources)."""
+
+    def __init__(self, edge_index: torch.Tensor, num_nodes: int, num_hops: int):
+        src, dst = edge_index.cpu().numpy()
+        ids = np.arange(1, src.size + 1, dtype=np.int64)  # +1: 0 is not stored in sparse data
+        adj = sp.csr_matrix((ids, (dst, src)), shape=(num_nodes, num_nodes))
+        if adj.nnz != src.size:
+            raise CellgnnInputError("the graph has duplicate edges", field="edge_index",
+                                    fix="rebuild the graph with cellgnn.graph (edges must be unique)")
+        adj.sort_indices()
+        self.adj = adj
+        self.pattern = adj.astype(bool).astype(np.float32)
+        self.num_hops = num_hops
+
+    def union(self, roots: np.ndarray) -> CompGraphs:
+        b = len(roots)
+        reach = sp.csr_matrix((np.ones(b, np.float32), (np.arange(b), roots)),
+                              shape=(b, self.adj.shape[0]))
+        total = reach
+        for _ in range(self.num_hops):
+            reach = (reach @ self.pattern).astype(bool).astype(np.float32)
+            total = (total + reach).astype(bool).astype(np.float32)
+        total = total.tocsr()
+        total.sort_indices()
+        nodes, owner, root_pos, edges_src, edges_dst, edge_ids = [], [], [], [], [], []
+        offset = 0
+        for r in range(b):
+            sub = total.indices[total.indptr[r]:total.indptr[r + 1]]  # sorted node ids
+            block = self.adj[sub][:, sub].tocoo()
+            order = np.lexsort((block.col, block.row))
+            nodes.append(sub)
+            owner.append(np.full(sub.size, r))
+            root_pos.append(offset + np.searchsorted(sub, roots[r]))
+            edges_dst.append(block.row[order] + offset)
+            edges_src.append(block.col[order] + offset)
+            edge_ids.append(block.data[order] - 1)
+            offset += sub.size
+        return CompGraphs(
+            nodes=torch.from_numpy(np.concatenate(nodes)).long(),
+            owner=torch.from_numpy(np.concatenate(owner)).long(),
+            root_pos=torch.tensor(root_pos, dtype=torch.long),
+            edge_index=torch.from_numpy(np.stack([np.concatenate(edges_src), np.concatenate(edges_dst)])).long(),
+            edge_ids=torch.from_numpy(np.concatenate(edge_ids)).long(),
+        )
+
+
+def count_hops(model: torch.nn.Module) -> int:
+    """Number of message-passing layers in ``model`` (the receptive field of a sequential stack)."""
+    from torch_geometric.nn.conv import MessagePassing
+
+    return sum(isinstance(m, MessagePassing) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- integrated gradients
+
+@dataclass
+class IGResult:
+    """Per-cell integrated gradients.
+
+    ``cells [n]`` explained node ids, ``target [n]`` class explained, ``attr [n, G]`` gene
+    attribution summed over the cell's computation graph, ``delta [n]`` = f(x) − f(0) of
+    the target logit, ``pred [n]`` predicted class, ``node_mass [n, T]`` |attribution|
+    summed by the cell type of the contributing node, ``batches`` one row per batch
+    (n_steps used, completeness errors).
+    """
+
+    cells: np.ndarray
+    target: np.ndarray
+    attr: np.ndarray
+    delta: np.ndarray
+    pred: np.ndarray
+    node_mass: np.ndarray
+    batches: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _union_forward(model, xu, cg: CompGraphs, edge_attr, targets: torch.Tensor):
+    """Forward function for captum: ``xb [b, M, G] -> [b]`` (sum over roots of the target logit)."""
+    m = cg.nodes.numel()
+    n_edges = cg.edge_index.shape[1]
+    ea = edge_attr[cg.edge_ids] if edge_attr is not None else None
+
+    def forward(xb: torch.Tensor) -> torch.Tensor:
+        b = xb.shape[0]
+        offs = (torch.arange(b, device=xb.device) * m).repeat_interleave(n_edges)
+        ei = cg.edge_index.repeat(1, b) + offs
+        out = model(xb.reshape(b * m, -1), ei, ea.repeat(b, 1) if ea is not None else None)
+        out = out.reshape(b, m, -1)[:, cg.root_pos, :]  # [b, B, C]
+        return out.gather(2, targets.view(1, -1, 1).expand(b, -1, 1)).squeeze(2).sum(1)
+
+    return forward
+
+
+def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor,
+                         cells: np.ndarray, targets: np.ndarray, cell_type: np.ndarray,
+                         n_cell_types: int, edge_attr: torch.Tensor | None = None,
+                         num_hops: int | None = None, n_steps: int = 32, max_steps: int = 512,
+                         tolerance: float = 0.01, batch_cells: int = 32,
+                         max_floats: int = 2**27, device: torch.device | str = "cpu",
+                         progress: bool = True) -> IGResult:
+    """Integrated gradients of each cell's target logit with respect to the node features of
+    its computation graph (baseline zeros).
+
+    x ``[N, G]``, edge_index ``[2, E]``, edge_attr ``[E, F]`` or None, cells ``[n]`` node
+    ids, targets ``[n]`` class per cell, cell_type ``[N]``. Steps start at ``n_steps`` and
+    double (up to ``max_steps``) until the batch's relative completeness error
+    ``Σ|Σ attr − Δf| / Σ|Δf|`` is at most ``tolerance``. ``max_floats`` bounds the size of
+    one captum step chunk (``steps × nodes × genes``), hence memory.
+    """
+    from captum.attr import IntegratedGradients
+    from tqdm import tqdm
+
+    cells = np.asarray(cells, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if cells.size == 0:
+        raise CellgnnInputError("no cells selected to explain", field="explain.n_cells / explain.cells_from",
+                                fix="select a split subset that holds cells and n_cells >= 1")
+    if num_hops is None:
+        num_hops = count_hops(model)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x_dev = x.to(device)
+    ea_dev = edge_attr.to(device) if edge_attr is not None else None
+    sampler = SubgraphSampler(edge_index, x.shape[0], num_hops)
+    cell_type_t = torch.as_tensor(cell_type, dtype=torch.long)
+    n, g = cells.size, x.shape[1]
+    attr = np.zeros((n, g), np.float32)
+    delta = np.zeros(n, np.float32)
+    pred = np.zeros(n, np.int64)
+    node_mass = np.zeros((n, n_cell_types), np.float32)
+    rows = []
+    full_logits = None
+    starts = range(0, n, batch_cells)
+    for bi, start in enumerate(tqdm(starts, desc="integrated gradients", disable=not progress)):
+        sl = slice(start, start + batch_cells)
+        cg = sampler.union(cells[sl])
+        cg = CompGraphs(*(t.to(device) for t in (cg.nodes, cg.owner, cg.root_pos, cg.edge_index, cg.edge_ids)))
+        tgt = torch.as_tensor(targets[sl], device=device)
+        xu = x_dev[cg.nodes].unsqueeze(0)  # [1, M, G]
+        fwd = _union_forward(model, xu, cg, ea_dev, tgt)
+        with torch.no_grad():
+            logits = _root_logits(model, xu[0], cg, ea_dev)
+            if bi == 0:  # the k-hop copies must reproduce the full-graph outputs exactly
+                full_logits = model(x_dev, edge_index.to(device), ea_dev)
+                err = (full_logits[torch.as_tensor(cells[sl], device=device)] - logits).abs().max().item()
+                if err > 1e-3 * max(1.0, logits.abs().max().item()):
+                    raise CellgnnInputError(
+                        f"the model's output on {num_hops}-hop subgraphs differs from the full graph "
+                        f"(max |diff| {err:.3g})", field="explain.num_hops",
+                        fix="set explain.num_hops to the model's receptive field (number of message-passing layers)")
+            base = _root_logits(model, torch.zeros_like(xu[0]), cg, ea_dev)
+        d = (logits - base).gather(1, tgt[:, None]).squeeze(1)
+        chunk = max(1, int(max_floats // max(1, xu[0].numel())))
+        ig = IntegratedGradients(fwd)
+        steps = n_steps
+        while True:
+            a = ig.attribute(xu, baselines=0.0, n_steps=steps, method="gausslegendre",
+                             internal_batch_size=min(chunk, steps))[0].detach()
+            per_root = torch.zeros(len(tgt), g, device=device).index_add_(0, cg.owner, a)
+            err_abs = (per_root.sum(1) - d).abs()
+            rel = (err_abs.sum() / d.abs().sum().clamp(min=1e-12)).item()
+            if rel <= tolerance or steps >= max_steps:
+                break
+            steps *= 2
+        if rel > tolerance:
+            LOG.warning("batch %d: completeness error %.3g above tolerance %.3g at max_steps=%d",
+                        bi, rel, tolerance, max_steps)
+        mass = a.abs().sum(1)
+        nm = torch.zeros(len(tgt), n_cell_types, device=device)
+        nm.index_put_((cg.owner, cell_type_t.to(device)[cg.nodes]), mass, accumulate=True)
+        attr[sl] = per_root.cpu().numpy()
+        delta[sl] = d.cpu().numpy()
+        pred[sl] = logits.argmax(1).cpu().numpy()
+        node_mass[sl] = nm.cpu().numpy()
+        rows.append({"batch": bi, "n_cells": len(tgt), "n_nodes": int(cg.nodes.numel()), "n_steps": steps,
+                     "completeness_rel_error": rel, "completeness_max_abs_error": err_abs.max().item(),
+                     "mean_abs_delta": d.abs().mean().item()})
+    del full_logits
+    return IGResult(cells, targets, attr, delta, pred, node_mass, pd.DataFrame(rows))
+
+
+def _root_logits(model, xu: torch.Tensor, cg: CompGraphs, edge_attr) -> torch.Tensor:
+    ea = edge_attr[cg.edge_ids] if edge_attr is not None else None
+    return model(xu, cg.edge_index, ea)[cg.root_pos]
+
+
+# ----------------------------------------------------------------------------- other methods
+
+def first_layer_weights(model: torch.nn.Module, n_genes: int) -> tuple[np.ndarray, str]:
+    """The study's weight-magnitude ranking: ``max |W[:, g]|`` over the first layer's outputs.
+
+    Returns ``(scores [G], parameter name)``; the first layer is the first 2-D parameter
+    whose input dimension is ``n_genes`` (for a GAT: the heads × units projection).
+    """
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and p.shape[1] == n_genes and "attention" not in name:
+            return p.detach().abs().amax(0).cpu().numpy().astype(np.float32), name
+    raise CellgnnInputError(f"no first-layer weight with input dimension {n_genes} in the model",
+                            field="explain.model", fix="explain a model whose first layer reads the genes")
+
+
+def edge_group_weights(model: torch.nn.Module, n_edge_features: int,
+                       groups: dict[str, list[int]]) -> tuple[dict[str, float], str]:
+    """Weight-based edge-feature group importance: mean |W| of the first layer reading the
+    ``F`` edge features, per group, min–max normalised to [0, 1] across groups (as the study)."""
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and p.shape[1] == n_edge_features:
+            w = p.detach().abs().mean(0).cpu().numpy()
+            raw = {grp: float(w[idx].mean()) for grp, idx in groups.items()}
+            lo, hi = min(raw.values()), max(raw.values())
+            return {grp: (v - lo) / (hi - lo) if hi > lo else 1.0 for grp, v in raw.items()}, name
+    raise CellgnnInputError(f"no layer with input dimension {n_edge_features} (edge features) in the model",
+                            field="explain.edge_model", fix="name a model trained with edge features")
+
+
+def gnnexplainer_masks(model: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor,
+                       cells: np.ndarray, targets: np.ndarray, edge_attr: torch.Tensor | None = None,
+                       num_hops: int | None = None, epochs: int = 200, lr: float = 0.01,
+                       seed: int = 0, device: torch.device | str = "cpu",
+                       progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """GNNExplainer (PyG ``Explainer``) on each cell's k-hop subgraph.
+
+    Returns ``(feature masks [n, G], edges)``: one gene mask per cell (shared by the nodes
+    of its subgraph, ``common_attributes``) and a table ``cell, source, target, mask`` of
+    the edge mask (original node ids). Coefficients are PyG's defaults, which are the
+    study's (edge_size 0.005, node_feat_size 1, edge_ent 1, node_feat_ent 0.1).
+    """
+    from torch_geometric.explain import Explainer
+    from torch_geometric.explain.algorithm import GNNExplainer
+    from tqdm import tqdm
+
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        raise CellgnnInputError("no cells selected for GNNExplainer", field="explain.gnnexplainer.cells_per_class",
+                                fix="set cells_per_class >= 1 and check the subset holds cells")
+    if num_hops is None:
+        num_hops = count_hops(model)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    sampler = SubgraphSampler(edge_index, x.shape[0], num_hops)
+    explainer = Explainer(model=model, algorithm=GNNExplainer(epochs=epochs, lr=lr),
+                          explanation_type="phenomenon", node_mask_type="common_attributes",
+                          edge_mask_type="object",
+                          model_config=dict(mode="multiclass_classification", task_level="node", return_type="raw"))
+    masks = np.zeros((cells.size, x.shape[1]), np.float32)
+    edges = []
+    for i, (cell, tgt) in enumerate(tqdm(list(zip(cells, targets)), desc="GNNExplainer", disable=not progress)):
+        torch.manual_seed(seed + i)
+        cg = sampler.union(np.array([cell]))
+        xs = x[cg.nodes].to(device)
+        ea = edge_attr[cg.edge_ids].to(device) if edge_attr is not None else None
+        kwargs = {"edge_attr": ea} if ea is not None else {}
+        exp = explainer(xs, cg.edge_index.to(device), target=torch.full((xs.shape[0],), int(tgt), device=device),
+                        index=int(cg.root_pos[0]), **kwargs)
+        masks[i] = exp.node_mask.detach().reshape(-1, x.shape[1])[0].cpu().numpy()
+        nodes = cg.nodes.numpy()
+        em = exp.edge_mask.detach().cpu().numpy()
+        edges.append(pd.DataFrame({"cell": cell, "source": nodes[cg.edge_index[0].numpy()],
+                                   "target": nodes[cg.edge_index[1].numpy()], "mask": em}))
+    return masks, pd.concat(edges, ignore_index=True)
+
+
+def de_scores(x: np.ndarray, labels: np.ndarray, classes: list[str], genes: list[str],
+              min_cells: int = 3) -> dict[str, np.ndarray]:
+    """Wilcoxon rank-sum z-scores, each class against the rest (scanpy ``rank_genes_groups``).
+
+    x ``[n, G]`` (any monotone transform of expression: ranks are what count), labels
+    ``[n]`` class indices. Returns class name → scores ``[G]`` in gene order; classes with
+    fewer than ``min_cells`` cells (or no rest) are left out.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    counts = np.bincount(labels, minlength=len(classes))
+    groups = [c for i, c in enumerate(classes) if counts[i] >= min_cells and counts.sum() - counts[i] >= min_cells]
+    if not groups:
+        return {}
+    a = ad.AnnData(X=np.asarray(x, dtype=np.float32),
+                   obs=pd.DataFrame({"label": pd.Categorical(np.asarray(classes)[labels])}, index=[str(i) for i in range(len(labels))]),
+                   var=pd.DataFrame(index=genes))
+    sc.tl.rank_genes_groups(a, "label", groups=groups, reference="rest", method="wilcoxon",
+                            n_genes=len(genes), use_raw=False, tie_correct=True)
+    res = a.uns["rank_genes_groups"]
+    out = {}
+    gene_pos = {gname: i for i, gname in enumerate(genes)}
+    for c in groups:
+        s = np.zeros(len(genes), np.float32)
+        names, scores = res["names"][c], res["scores"][c]
+        s[[gene_pos[n] for n in names]] = np.nan_to_num(np.asarray(scores, dtype=np.float32))
+        out[c] = s
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def ground_truth_sets(truth: dict, genes: list[str], classes: list[str]) -> tuple[dict, dict]:
+    """Planted genes per class and per (class, cell type), restricted to the model's genes.
+
+    truth: ``uns["ground_truth"]`` (equal-length arrays ``class, cell_type, gene,
+    log2_fold_change``). Returns ``(by_class, by_class_cell_type)`` of gene-name sets.
+    """
+    need = {"class", "cell_type", "gene", "log2_fold_change"}
+    if not need <= set(truth):
+        raise CellgnnInputError(f"ground truth lacks {sorted(need - set(truth))}", field='uns["ground_truth"]',
+                                fix="regenerate the simulated data with cellgnn.data")
+    df = pd.DataFrame({k: np.asarray(truth[k]).astype(str) for k in ("class", "cell_type", "gene")})
+    unknown = sorted(set(df["class"]) - set(classes))
+    if unknown:
+        LOG.warning("ground-truth classes not among the model's classes, ignored: %s", unknown)
+    gene_set = set(genes)
+    n_lost = (~df["gene"].isin(gene_set)).sum()
+    if n_lost:
+        LOG.info("%d ground-truth rows name genes not among the model's features (filtered upstream)", n_lost)
+    df = df[df["gene"].isin(gene_set) & df["class"].isin(classes)]
+    by_class = {c: set(g["gene"]) for c, g in df.groupby("class")}
+    by_ct = {k: set(g["gene"]) for k, g in df.groupby(["class", "cell_type"])}
+    return by_class, by_ct
+
+
+def precision_at_k(scores: np.ndarray, truth_mask: np.ndarray, k: int | None = None) -> float:
+    """Fraction of the ``k`` top-scoring genes (ties broken by gene order) that are planted;
+    ``k`` defaults to the number of planted genes."""
+    k = int(truth_mask.sum()) if k is None else k
+    if k == 0:
+        return float("nan")
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(truth_mask[top].mean())
+
+
+def average_precision(scores: np.ndarray, truth_mask: np.ndarray) -> float:
+    """Area under the precision–recall curve (average precision) of ranking genes by score."""
+    from sklearn.metrics import average_precision_score
+
+    if truth_mask.sum() == 0:
+        return float("nan")
+    return float(average_precision_score(truth_mask.astype(int), scores))
+
+
+def score_rankings(rankings: pd.DataFrame, genes: list[str], truth_by_class: dict[str, set]) -> pd.DataFrame:
+    """Score class-level rankings against the planted genes.
+
+    rankings: long table ``method, seed, class, gene_index, score`` holding full rankings
+    (class ``all`` = class-agnostic method, scored against every class). Returns
+    ``method, class, precision_at_k, auprc, k, seed``.
+    """
+    rows = []
+    g = len(genes)
+    gene_idx = {n: i for i, n in enumerate(genes)}
+    for (method, seed, cls), grp in rankings.groupby(["method", "seed", "class"], dropna=False, sort=True):
+        s = np.full(g, -np.inf, np.float64)
+        s[grp["gene_index"].to_numpy()] = grp["score"].to_numpy()
+        targets = truth_by_class if cls == CLASS_AGNOSTIC else {cls: truth_by_class[cls]} if cls in truth_by_class else {}
+        for c, gs in targets.items():
+            mask = np.zeros(g, bool)
+            mask[[gene_idx[n] for n in gs]] = True
+            rows.append({"method": method, "class": c, "precision_at_k": precision_at_k(s, mask),
+                         "auprc": average_precision(np.nan_to_num(s, neginf=-1e30), mask), "k": int(mask.sum()),
+                         "seed": seed})
+    return pd.DataFrame(rows, columns=["method", "class", "precision_at_k", "auprc", "k", "seed"])
+
+
+def interval95(values) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds; a single value has a zero-width interval."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if v.size < 2 or v.std() == 0:
+        return m, m, m
+    h = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - h, m + h
+
+
+def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean over classes per seed, then mean and 95% interval over seeds."""
+    rows = []
+    for method, grp in scores.groupby("method", sort=False):
+        per_seed = grp.groupby("seed", dropna=False)[["precision_at_k", "auprc"]].mean()
+        p = interval95(per_seed["precision_at_k"])
+        a = interval95(per_seed["auprc"])
+        rows.append({"method": method, "n_seeds": len(per_seed), "seeds": " ".join(map(str, per_seed.index)),
+                     "precision_at_k": p[0], "precision_at_k_low": p[1], "precision_at_k_high": p[2],
+                     "auprc": a[0], "auprc_low": a[1], "auprc_high": a[2]})
+    return pd.DataFrame(rows).sort_values("precision_at_k", ascending=False, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def class_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values [n, G]`` per group id in ``groups [n]``: ``([n_groups, G], counts [n_groups])``."""
+    sums = np.zeros((n_groups, values.shape[1]), np.float64)
+    np.add.at(sums, groups, values)
+    counts = np.bincount(groups, minlength=n_groups)
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def long_scores(method: str, seed, cls: str, cell_type: str, scores: np.ndarray) -> pd.DataFrame:
+    """One ranking as a long table (``method, seed, class, cell_type, gene_index, score``)."""
+    return pd.DataFrame({"method": method, "seed": seed, "class": cls, "cell_type": cell_type,
+                         "gene_index": np.arange(scores.size), "score": scores.astype(np.float64)})
+
+
+def top_genes_table(rankings: pd.DataFrame, genes: list[str], top_k: int) -> pd.DataFrame:
+    """``genes.csv``: score averaged over seeds, top ``top_k`` genes per method × class × cell type."""
+    mean = (rankings.groupby(["method", "class", "cell_type", "gene_index"], sort=False)["score"].mean()
+            .reset_index())
+    mean["rank"] = mean.groupby(["method", "class", "cell_type"])["score"].rank(ascending=False, method="first").astype(int)
+    out = mean[mean["rank"] <= top_k].copy()
+    out["gene"] = np.asarray(genes)[out["gene_index"].to_numpy()]
+    return out.sort_values(["method", "class", "cell_type", "rank"])[
+        ["method", "class", "cell_type", "gene", "score", "rank"]].reset_index(drop=True)
+
+
+def select_cells(mask: np.ndarray, y: np.ndarray, n_cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Node ids to explain: all cells of ``mask``, or ``n_cells`` of them drawn stratified by class."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        raise CellgnnInputError("the selected subset holds no cells", field="explain.cells_from",
+                                fix="choose train, val, test or all")
+    if n_cells <= 0 or n_cells >= idx.size:
+        return idx
+    # proportional allocation, at least one per class present
+    classes, counts = np.unique(y[idx], return_counts=True)
+    take = np.maximum(1, np.floor(counts / counts.sum() * n_cells)).astype(int)
+    chosen = [rng.choice(idx[y[idx] == c], size=min(t, n), replace=False) for c, t, n in zip(classes, take, counts)]
+    return np.sort(np.concatenate(chosen))
+
+
+def per_cell_type_accuracy(pred: np.ndarray, y: np.ndarray, cell_type: np.ndarray,
+                           cell_types: list[str]) -> pd.DataFrame:
+    """Accuracy of ``pred`` against ``y`` per cell type: ``cell_type, n_cells, accuracy``."""
+    rows = []
+    for t, name in enumerate(cell_types):
+        m = cell_type == t
+        if m.any():
+            rows.append({"cell_type": name, "n_cells": int(m.sum()), "accuracy": float((pred[m] == y[m]).mean())})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- edge features
+
+def read_ablation(path: str | Path) -> pd.DataFrame | None:
+    """Edge-feature group importance by ablation from the edge-feature stage's ``ablation.csv``.
+
+    Accepts a table with a ``group`` column (the group left out; ``none``/``full``/empty
+    for the full model) and a metric (``macro_f1``, else ``accuracy``) and optionally
+    ``seed``; importance = metric of the full model − metric without the group, mean over
+    seeds. Returns ``group, importance, metric`` or None when the file is absent.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    gcol = next((c for c in ("group", "dropped_group", "ablated", "without") if c in df.columns), None)
+    if gcol is None:
+        raise CellgnnInputError("no group column", file=str(path), field="group",
+                                fix="write ablation.csv with a 'group' column naming the left-out group")
+    delta_col = next((c for c in df.columns if c.startswith("delta_")), None)
+    df[gcol] = df[gcol].fillna("none").astype(str)
+    if delta_col is not None:
+        out = df.groupby(gcol)[delta_col].mean()
+        imp = -out if out.mean() < 0 else out
+        return pd.DataFrame({"group": imp.index, "importance": imp.to_numpy(), "metric": delta_col})
+    metric = next((c for c in ("macro_f1", "balanced_accuracy", "accuracy") if c in df.columns), None)
+    if metric is None:
+        raise CellgnnInputError("no metric column", file=str(path), field="macro_f1",
+                                fix="write ablation.csv with macro_f1 or accuracy per group")
+    full_names = {"none", "full", "", "all"}
+    full = df[df[gcol].str.lower().isin(full_names)]
+    if full.empty:
+        raise CellgnnInputError("no row for the full model", file=str(path), field=gcol,
+                                fix="add rows with group 'none' for the model with every group")
+    ref = full[metric].mean()
+    abl = df[~df[gcol].str.lower().isin(full_names)].groupby(gcol)[metric].mean()
+    return pd.DataFrame({"group": abl.index, "importance": (ref - abl).to_numpy(), "metric": metric})
+
+
+# ----------------------------------------------------------------------------- checks
+
+def check_model_matches(state_in_dim: int, genes: list[str], model_path: str,
+                        model_genes: list[str] | None = None) -> None:
+    """Refuse a checkpoint whose input genes differ from the graph's (count or names)."""
+    if state_in_dim != len(genes):
+        raise CellgnnInputError(f"checkpoint expects {state_in_dim} genes, the graph has {len(genes)}",
+                                file=model_path, field="genes",
+                                fix="retrain the model on this graph (snakemake --forcerun train)")
+    if model_genes is not None and list(model_genes) != list(genes):
+        bad = next(i for i, (a, b) in enumerate(zip(model_genes, genes)) if a != b)
+        raise CellgnnInputError(f"checkpoint gene {bad} is '{model_genes[bad]}', the graph's is '{genes[bad]}'",
+                                file=model_path, field="genes",
+                                fix="retrain the model on this graph (snakemake --forcerun train)")
+
+
+def resolve_classes(requested: list[str] | None, classes: list[str]) -> list[str]:
+    """Classes to explain: all by default; unknown names are an error."""
+    if not requested:
+        return list(classes)
+    unknown = [c for c in requested if c not in classes]
+    if unknown:
+        raise CellgnnInputError(f"unknown class(es) {unknown}; the graph's classes are {classes}",
+                                field="explain.classes", fix="use class names from the data's label column")
+    return list(requested)
+
+
+ModelLoader = Callable[[str], torch.nn.Module]
