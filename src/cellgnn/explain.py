@@ -568,4 +568,241 @@ def resolve_classes(requested: list[str] | None, classes: list[str]) -> list[str
     return list(requested)
 
 
-ModelLoader = Callable[[str], torch.nn.Module]
+# ----------------------------------------------------------------------------- the stage
+
+METHODS = ("integrated_gradients", "weights", "attention", "gnnexplainer", "de", "random")
+
+
+@dataclass
+class ExplainInputs:
+    """What the explain stage reads. ``models`` / ``attention_models`` / ``edge_models``:
+    seed → checkpoint path; ``load_model(path, graph) -> nn.Module`` builds a model from a
+    checkpoint and raises ``CellgnnInputError`` when it does not fit the graph."""
+
+    graph: dict
+    graph_path: str
+    truth: dict | None
+    models: dict[int, str]
+    load_model: Callable
+    attention_models: dict[int, str] = field(default_factory=dict)
+    edge_models: dict[int, str] = field(default_factory=dict)
+    edge_features: dict | None = None
+    ablation_path: str | None = None
+
+
+def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: torch.device | str = "cpu") -> dict:
+    """Run every configured method, aggregate, score against the truth and write the tables.
+
+    ``params`` is the config's ``explain`` section. Writes under ``out_dir``: ``genes.csv``,
+    ``ground_truth_scores.csv`` (+ ``_by_cell_type``), ``scores_summary.csv``,
+    ``cell_types.csv``, ``ig_completeness.csv``, ``gnnexplainer_edges.csv``,
+    ``edge_features.csv``, ``run.json``. Returns the run summary written to ``run.json``.
+    """
+    from .io import write_csv, write_json
+
+    out_dir = Path(out_dir)
+    g = inp.graph
+    methods = list(params.get("methods", METHODS))
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise CellgnnInputError(f"unknown method(s) {unknown}", field="explain.methods", fix=f"use some of {list(METHODS)}")
+    classes, genes, cell_types = list(g["classes"]), list(g["genes"]), list(g["cell_types"])
+    explain_classes = resolve_classes(params.get("classes"), classes)
+    x, y = g["x"].float(), g["y"].numpy()
+    ct = g["cell_type"].numpy()
+    subset = params.get("cells_from", "test")
+    masks = {"train": g["train_mask"], "val": g["val_mask"], "test": g["test_mask"],
+             "all": torch.ones_like(g["train_mask"])}
+    if subset not in masks:
+        raise CellgnnInputError(f"unknown subset '{subset}'", field="explain.cells_from", fix="use train, val, test or all")
+    keep = masks[subset].numpy() & np.isin(y, [classes.index(c) for c in explain_classes])
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    cells = select_cells(keep, y, int(params.get("n_cells", 0)), rng)
+    if not inp.models and any(m in methods for m in ("integrated_gradients", "weights", "gnnexplainer")):
+        raise CellgnnInputError("no trained model checkpoint to explain", field="explain.model",
+                                fix="train the model named in explain.model first (rule train)")
+    notes: list[str] = []
+    rankings: list[pd.DataFrame] = []
+    ct_rows: list[pd.DataFrame] = []
+    completeness: list[pd.DataFrame] = []
+    gx_edges: list[pd.DataFrame] = []
+    edge_rows: list[pd.DataFrame] = []
+    min_cells = int(params.get("min_cells_per_group", 3))
+    edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
+    LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
+
+    for seed, path in sorted(inp.models.items()):
+        model = inp.load_model(path, g)
+        ea = edge_attr if _uses_edge_attr(model) else None
+        hops = params.get("num_hops") or None
+        if "integrated_gradients" in methods:
+            ig_p = params.get("ig", {})
+            res = integrated_gradients(model, x, g["edge_index"], cells, y[cells], ct, len(cell_types),
+                                       edge_attr=ea, num_hops=hops, n_steps=int(ig_p.get("n_steps", 32)),
+                                       max_steps=int(ig_p.get("max_steps", 512)),
+                                       tolerance=float(ig_p.get("tolerance", 0.01)),
+                                       batch_cells=int(ig_p.get("batch_cells", 32)), device=device)
+            completeness.append(res.batches.assign(seed=seed))
+            rankings += _group_rankings("integrated_gradients", seed, res.attr, y[cells], ct[cells],
+                                        classes, cell_types, explain_classes, min_cells)
+            ct_rows.append(_cell_type_table(res, y, ct, classes, cell_types, explain_classes, seed))
+        if "weights" in methods:
+            w, name = first_layer_weights(model, len(genes))
+            LOG.info("seed %s: weight magnitudes from %s", seed, name)
+            rankings.append(long_scores("weights", seed, CLASS_AGNOSTIC, CLASS_AGNOSTIC, w))
+        if "gnnexplainer" in methods:
+            gp = params.get("gnnexplainer", {})
+            sel = _per_class_sample(cells, y, explain_classes, classes, int(gp.get("cells_per_class", 3)),
+                                    np.random.default_rng(int(params.get("seed", 0))))
+            fm, edges = gnnexplainer_masks(model, x, g["edge_index"], sel, y[sel], edge_attr=ea, num_hops=hops,
+                                           epochs=int(gp.get("epochs", 200)), lr=float(gp.get("lr", 0.01)),
+                                           seed=int(seed), device=device)
+            gx_edges.append(edges.assign(seed=seed))
+            rankings += _group_rankings("gnnexplainer", seed, fm, y[sel], ct[sel], classes, cell_types,
+                                        explain_classes, 1, by_cell_type=False)
+    if "attention" in methods:
+        if not inp.attention_models:
+            notes.append("attention: no trained attention model (explain.attention_model) found; skipped")
+        from .models.scanna import salient_genes
+        for seed, path in sorted(inp.attention_models.items()):
+            model = inp.load_model(path, g)
+            if not hasattr(model, "gene_attention"):
+                raise CellgnnInputError("the attention model has no gene attention", file=path,
+                                        field="explain.attention_model", fix="name an scANNA-style model (scanna)")
+            yc, ctc = torch.as_tensor(y[cells]), ct[cells]
+            att = salient_genes(model.cpu(), x[cells], yc)
+            for c in explain_classes:
+                rankings.append(long_scores("attention", seed, c, CLASS_AGNOSTIC, att[classes.index(c)].numpy()))
+            for t, tname in enumerate(cell_types):
+                m = ctc == t
+                if m.sum() < min_cells:
+                    continue
+                att_t = salient_genes(model.cpu(), x[cells][m], yc[m])
+                for c in explain_classes:
+                    if (yc[m] == classes.index(c)).sum() >= min_cells:
+                        rankings.append(long_scores("attention", seed, c, tname, att_t[classes.index(c)].numpy()))
+    if "de" in methods:
+        tr = g["train_mask"].numpy()
+        de = de_scores(x[tr].numpy(), y[tr], classes, genes)
+        rankings += [long_scores("de", "", c, CLASS_AGNOSTIC, s) for c, s in de.items() if c in explain_classes]
+        for t, tname in enumerate(cell_types):
+            m = tr & (ct == t)
+            if len(cell_types) > 1 and m.sum() >= 2 * min_cells:
+                de_t = de_scores(x[m].numpy(), y[m], classes, genes, min_cells=min_cells)
+                rankings += [long_scores("de", "", c, tname, s) for c, s in de_t.items() if c in explain_classes]
+    if "random" in methods:
+        seeds = sorted(inp.models) or [0]
+        for seed in seeds:
+            r = np.random.default_rng(10_000 + int(seed)).random(len(genes))
+            rankings.append(long_scores("random", seed, CLASS_AGNOSTIC, CLASS_AGNOSTIC, r))
+    edge_rows += _edge_feature_importance(inp, notes)
+
+    all_rank = pd.concat(rankings, ignore_index=True)
+    write_csv(top_genes_table(all_rank, genes, int(params.get("top_k", 50))), out_dir / "genes.csv")
+    scores = pd.DataFrame(columns=["method", "class", "precision_at_k", "auprc", "k", "seed"])
+    summary = pd.DataFrame()
+    if inp.truth is not None:
+        by_class, by_ct = ground_truth_sets(inp.truth, genes, explain_classes)
+        cls_rank = all_rank[all_rank["cell_type"] == CLASS_AGNOSTIC]
+        scores = score_rankings(cls_rank, genes, by_class)
+        summary = summarize_scores(scores)
+        ct_scores = []
+        for (c, t), gs in by_ct.items():
+            sub = all_rank[(all_rank["cell_type"] == t) & (all_rank["class"] == c)]
+            if not sub.empty:
+                ct_scores.append(score_rankings(sub, genes, {c: gs}).assign(cell_type=t))
+        write_csv(pd.concat(ct_scores, ignore_index=True) if ct_scores else
+                  pd.DataFrame(columns=list(scores.columns) + ["cell_type"]),
+                  out_dir / "ground_truth_scores_by_cell_type.csv")
+    else:
+        notes.append("no ground truth in the data (not simulated): gene rankings are not scored")
+        write_csv(pd.DataFrame(columns=list(scores.columns) + ["cell_type"]), out_dir / "ground_truth_scores_by_cell_type.csv")
+    write_csv(scores, out_dir / "ground_truth_scores.csv")
+    write_csv(summary, out_dir / "scores_summary.csv")
+    write_csv(pd.concat(ct_rows, ignore_index=True) if ct_rows else
+              pd.DataFrame(columns=["seed", "class", "cell_type", "n_cells", "accuracy", "attribution_share"]),
+              out_dir / "cell_types.csv")
+    write_csv(pd.concat(completeness, ignore_index=True) if completeness else pd.DataFrame(columns=["seed", "batch"]),
+              out_dir / "ig_completeness.csv")
+    write_csv(pd.concat(gx_edges, ignore_index=True) if gx_edges else
+              pd.DataFrame(columns=["cell", "source", "target", "mask", "seed"]), out_dir / "gnnexplainer_edges.csv")
+    write_csv(pd.concat(edge_rows, ignore_index=True) if edge_rows else
+              pd.DataFrame(columns=["method", "seed", "group", "importance"]), out_dir / "edge_features.csv")
+    run = {"methods": methods, "cells_from": subset, "n_cells": int(cells.size), "classes": explain_classes,
+           "model_seeds": sorted(int(s) for s in inp.models), "graph": inp.graph_path, "notes": notes,
+           "summary": summary.to_dict(orient="records")}
+    write_json(run, out_dir / "run.json")
+    for n in notes:
+        LOG.info("note: %s", n)
+    return run
+
+
+def _uses_edge_attr(model: torch.nn.Module) -> bool:
+    return int(getattr(model, "edge_dim", 0) or 0) > 0
+
+
+def _per_class_sample(cells, y, explain_classes, classes, n_per_class, rng) -> np.ndarray:
+    out = []
+    for c in explain_classes:
+        pool = cells[y[cells] == classes.index(c)]
+        if pool.size:
+            out.append(rng.choice(pool, size=min(n_per_class, pool.size), replace=False))
+    return np.sort(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+
+
+def _group_rankings(method, seed, values, yc, ctc, classes, cell_types, explain_classes, min_cells,
+                    by_cell_type=True) -> list[pd.DataFrame]:
+    """Mean per class (cell_type ``all``) and per cell type × class of per-cell scores ``values [n, G]``."""
+    out = []
+    for c in explain_classes:
+        m = yc == classes.index(c)
+        if m.sum() >= min_cells:
+            out.append(long_scores(method, seed, c, CLASS_AGNOSTIC, values[m].mean(0)))
+        if by_cell_type and len(cell_types) > 1:
+            for t, tname in enumerate(cell_types):
+                mt = m & (ctc == t)
+                if mt.sum() >= min_cells:
+                    out.append(long_scores(method, seed, c, tname, values[mt].mean(0)))
+    return out
+
+
+def _cell_type_table(res: IGResult, y, ct, classes, cell_types, explain_classes, seed) -> pd.DataFrame:
+    """Per class × cell type: accuracy on the explained cells, the share of |IG| mass coming
+    from nodes of each cell type (which cell types carry the signal), and the mean
+    per-cell |attribution| of the cell type's own cells."""
+    yc, ctc = y[res.cells], ct[res.cells]
+    rows = []
+    for c in [CLASS_AGNOSTIC] + list(explain_classes):
+        m = np.ones_like(yc, bool) if c == CLASS_AGNOSTIC else yc == classes.index(c)
+        if not m.any():
+            continue
+        mass = res.node_mass[m].sum(0)
+        share = mass / max(mass.sum(), 1e-12)
+        for t, tname in enumerate(cell_types):
+            mt = m & (ctc == t)
+            rows.append({"seed": seed, "class": c, "cell_type": tname, "n_cells": int(mt.sum()),
+                         "accuracy": float((res.pred[mt] == yc[mt]).mean()) if mt.any() else float("nan"),
+                         "attribution_share": float(share[t]),
+                         "mean_abs_attribution": float(np.abs(res.attr[mt]).sum(1).mean()) if mt.any() else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.DataFrame]:
+    out = []
+    if inp.ablation_path:
+        abl = read_ablation(inp.ablation_path)
+        if abl is None:
+            notes.append(f"edge features: {inp.ablation_path} absent (edge-feature ablation not run); ablation importance skipped")
+        else:
+            out.append(pd.DataFrame({"method": "ablation", "seed": "", "group": abl["group"],
+                                     "importance": abl["importance"]}))
+    if inp.edge_features is None or not inp.edge_models:
+        notes.append("edge features: no edge features or no model trained with them; weight-based importance skipped")
+        return out
+    groups = inp.edge_features["groups"]
+    for seed, path in sorted(inp.edge_models.items()):
+        model = inp.load_model(path, inp.graph)
+        imp, name = edge_group_weights(model, inp.edge_features["edge_attr"].shape[1], groups)
+        LOG.info("seed %s: edge-feature weights from %s", seed, name)
+        out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": list(imp.values())}))
+    return out
