@@ -219,3 +219,20 @@ def test_run_explain_writes_contract_tables(trained, tmp_path):
     cts = pd.read_csv(tmp_path / "out" / "cell_types.csv")
     np.testing.assert_allclose(cts.groupby("class")["attribution_share"].sum(), 1.0, rtol=1e-5)
     assert any("ablation" in n for n in run["notes"])
+
+
+def test_plot_explain_writes_png_and_pdf(trained, tmp_path):
+    from cellgnn.plots_explain import FIGURES, plot_explain
+
+    graph, truth, model = trained
+    params = {"methods": ["integrated_gradients", "weights", "de", "random"], "n_cells": 30,
+              "ig": {"n_steps": 8, "tolerance": 0.1, "batch_cells": 30}, "top_k": 5}
+    inp = ex.ExplainInputs(graph=graph, graph_path="g.pt", truth=truth, models={0: "m0", 1: "m1"},
+                           load_model=lambda path, g: model)
+    ex.run_explain(inp, tmp_path / "explain", params)
+    pd.DataFrame({"method": ["ablation", "weights"], "seed": ["", 0], "group": ["node2vec", "node2vec"],
+                  "importance": [0.1, 1.0]}).to_csv(tmp_path / "explain" / "edge_features.csv", index=False)
+    plot_explain(tmp_path / "explain", tmp_path / "fig", truth=truth)
+    for stem in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "fig" / f"{stem}.{ext}").stat().st_size > 1000
