@@ -236,3 +236,32 @@ def test_plot_explain_writes_png_and_pdf(trained, tmp_path):
     for stem in FIGURES:
         for ext in ("png", "pdf"):
             assert (tmp_path / "fig" / f"{stem}.{ext}").stat().st_size > 1000
+
+
+def test_first_layer_projection_gives_the_same_ig(trained):
+    graph, _, model = trained
+    cells = np.flatnonzero(graph["test_mask"].numpy())[:12]
+    fast, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4)
+    slow, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4, project_first_layer=False)
+    assert set(fast.batches["space"]) == {"first_layer"} and set(slow.batches["space"]) == {"features"}
+    np.testing.assert_allclose(fast.attr, slow.attr, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fast.node_mass, slow.node_mass, rtol=1e-3, atol=1e-5)
+
+
+def test_first_layer_projection_refused_when_x_is_reused():
+    """A model that also uses x past its first layer (skip connection) falls back to raw features."""
+
+    class Skip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(N_GENES, 3)
+            self.conv = GATConv(3, 3, heads=1)
+
+        def forward(self, x, edge_index, edge_attr=None):
+            return self.conv(self.lin(x), edge_index) + x[:, :3]
+
+    graph, _ = planted_graph()
+    torch.manual_seed(0)
+    res, _ = ig_class_scores(Skip().eval(), graph, np.arange(10), n_steps=16, tolerance=1e-3)
+    assert set(res.batches["space"]) == {"features"}
+    np.testing.assert_allclose(res.attr.sum(1), res.delta, rtol=1e-2, atol=1e-4)

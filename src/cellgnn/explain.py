@@ -6,7 +6,9 @@ Methods (each returns a gene score per class, and per cell type × class where i
   explained cell gets its own copy of its k-hop computation graph (a disjoint union per
   batch), so one IG pass gives exact per-cell attributions over every node and gene that
   can influence the cell; a cell's gene score is the sum over the nodes of its copy.
-  Baseline: all-zero features. The completeness error ``|Σ attr − (f(x) − f(0))|`` is
+  Baseline: all-zero features. When x enters the model only through a first linear layer,
+  IG is computed in that layer's output space and mapped back to genes exactly (chain
+  rule), which makes it ~G/H times cheaper. The completeness error ``|Σ attr − (f(x) − f(0))|`` is
   measured per cell, and the number of steps is doubled until its relative size is below
   the tolerance.
 - ``weights``: the original study's first-layer weight magnitude, ``max |W[:, g]|`` over
@@ -15,7 +17,8 @@ Methods (each returns a gene score per class, and per cell type × class where i
   predicted cells (``cellgnn.models.scanna.salient_genes``).
 - ``gnnexplainer``: PyG ``Explainer`` + ``GNNExplainer`` on a few cells per class, with a
   feature mask shared by the nodes of each cell's subgraph and an edge mask.
-- ``de``: scanpy ``rank_genes_groups`` (Wilcoxon, one class vs the rest) on training cells.
+- ``de`` / ``de_control``: scanpy ``rank_genes_groups`` (Wilcoxon) on training cells, each
+  class against the rest / against the control class (``explain.de_control``, ``mock``).
 - ``random``: a seeded random ranking, the floor every method must beat.
 
 Scores are compared with the simulator's planted response genes
@@ -25,6 +28,7 @@ and average precision (AUPRC).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -138,8 +142,8 @@ class IGResult:
     batches: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _union_forward(model, xu, cg: CompGraphs, edge_attr, targets: torch.Tensor):
-    """Forward function for captum: ``xb [b, M, G] -> [b]`` (sum over roots of the target logit)."""
+def _union_forward(model, cg: CompGraphs, edge_attr, targets: torch.Tensor):
+    """Forward function for captum: ``xb [b, M, D] -> [b]`` (sum over roots of the target logit)."""
     m = cg.nodes.numel()
     n_edges = cg.edge_index.shape[1]
     ea = edge_attr[cg.edge_ids] if edge_attr is not None else None
@@ -161,7 +165,7 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
                          num_hops: int | None = None, n_steps: int = 32, max_steps: int = 512,
                          tolerance: float = 0.01, batch_cells: int = 32,
                          max_floats: int = 2**27, device: torch.device | str = "cpu",
-                         progress: bool = True) -> IGResult:
+                         project_first_layer: bool = True, progress: bool = True) -> IGResult:
     """Integrated gradients of each cell's target logit with respect to the node features of
     its computation graph (baseline zeros).
 
@@ -170,6 +174,12 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     double (up to ``max_steps``) until the batch's relative completeness error
     ``Σ|Σ attr − Δf| / Σ|Δf|`` is at most ``tolerance``. ``max_floats`` bounds the size of
     one captum step chunk (``steps × nodes × genes``), hence memory.
+
+    ``project_first_layer``: when x enters the model only through a first linear layer
+    ``h = x Wᵀ + b`` (checked on the first batch by comparing outputs), IG runs on ``x Wᵀ``
+    (H dims instead of G) with captum's un-multiplied integrated gradient ``A``, and the
+    gene attribution is recovered exactly as ``x ⊙ (A W)`` (chain rule); the result is the
+    same IG, at a fraction of the cost.
     """
     cells = np.asarray(cells, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
@@ -190,14 +200,16 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
         p.requires_grad_(False)
     try:
         return _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
-                           num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device, progress)
+                           num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device,
+                           project_first_layer, progress)
     finally:
         for p in frozen:
             p.requires_grad_(True)
 
 
 def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
-                num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device, progress) -> IGResult:
+                num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device,
+                project_first_layer, progress) -> IGResult:
     from captum.attr import IntegratedGradients
     from tqdm import tqdm
 
@@ -207,33 +219,39 @@ def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_
     pred = np.zeros(n, np.int64)
     node_mass = np.zeros((n, n_cell_types), np.float32)
     rows = []
-    full_logits = None
+    first = _first_linear(model, g) if project_first_layer else None
     starts = range(0, n, batch_cells)
     for bi, start in enumerate(tqdm(starts, desc="integrated gradients", disable=not progress)):
         sl = slice(start, start + batch_cells)
         cg = sampler.union(cells[sl])
         cg = CompGraphs(*(t.to(device) for t in (cg.nodes, cg.owner, cg.root_pos, cg.edge_index, cg.edge_ids)))
         tgt = torch.as_tensor(targets[sl], device=device)
-        xu = x_dev[cg.nodes].unsqueeze(0)  # [1, M, G]
-        fwd = _union_forward(model, xu, cg, ea_dev, tgt)
+        xu = x_dev[cg.nodes]  # [M, G]
         with torch.no_grad():
-            logits = _root_logits(model, xu[0], cg, ea_dev)
-            if bi == 0:  # the k-hop copies must reproduce the full-graph outputs exactly
-                full_logits = model(x_dev, edge_index.to(device), ea_dev)
-                err = (full_logits[torch.as_tensor(cells[sl], device=device)] - logits).abs().max().item()
-                if err > 1e-3 * max(1.0, logits.abs().max().item()):
-                    raise CellgnnInputError(
-                        f"the model's output on {num_hops}-hop subgraphs differs from the full graph "
-                        f"(max |diff| {err:.3g})", field="explain.num_hops",
-                        fix="set explain.num_hops to the model's receptive field (number of message-passing layers)")
-            base = _root_logits(model, torch.zeros_like(xu[0]), cg, ea_dev)
+            logits = _root_logits(model, xu, cg, ea_dev)
+            base = _root_logits(model, torch.zeros_like(xu), cg, ea_dev)
+            if bi == 0:
+                _check_subgraphs(model, x_dev, edge_index, ea_dev, cells[sl], logits, num_hops, device)
+                if first is not None and not _first_linear_is_exact(model, first, xu, cg, ea_dev, logits, base):
+                    LOG.info("the first layer %s is not the only use of x: IG runs on the raw features", first[0])
+                    first = None
         d = (logits - base).gather(1, tgt[:, None]).squeeze(1)
-        chunk = max(1, int(max_floats // max(1, xu[0].numel())))
-        ig = IntegratedGradients(fwd)
+        if first is not None:  # IG in the first layer's output space, mapped back to genes exactly
+            name, lin = first
+            w = lin.weight.detach()
+            inputs = (xu @ w.T).unsqueeze(0)  # [1, M, H]
+        else:
+            inputs = xu.unsqueeze(0)  # [1, M, G]
+        fwd = _union_forward(model, cg, ea_dev, tgt)
+        chunk = max(1, int(max_floats // max(1, inputs[0].numel())))
+        ig = IntegratedGradients(fwd, multiply_by_inputs=first is None)
         steps = n_steps
         while True:
-            a = ig.attribute(xu, baselines=0.0, n_steps=steps, method="gausslegendre",
-                             internal_batch_size=min(chunk, steps))[0].detach()
+            with _swapped(model, first):
+                a = ig.attribute(inputs, baselines=0.0, n_steps=steps, method="gausslegendre",
+                                 internal_batch_size=min(chunk, steps))[0].detach()
+            if first is not None:
+                a = xu * (a @ w)  # d f / d x = (d f / d h) W, times x: per node and gene
             per_root = torch.zeros(len(tgt), g, device=device).index_add_(0, cg.owner, a)
             err_abs = (per_root.sum(1) - d).abs()
             rel = (err_abs.sum() / d.abs().sum().clamp(min=1e-12)).item()
@@ -251,10 +269,72 @@ def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_
         pred[sl] = logits.argmax(1).cpu().numpy()
         node_mass[sl] = nm.cpu().numpy()
         rows.append({"batch": bi, "n_cells": len(tgt), "n_nodes": int(cg.nodes.numel()), "n_steps": steps,
+                     "space": "first_layer" if first is not None else "features",
                      "completeness_rel_error": rel, "completeness_max_abs_error": err_abs.max().item(),
                      "mean_abs_delta": d.abs().mean().item()})
-    del full_logits
     return IGResult(cells, targets, attr, delta, pred, node_mass, pd.DataFrame(rows))
+
+
+def _check_subgraphs(model, x_dev, edge_index, ea_dev, roots, logits, num_hops, device) -> None:
+    """The k-hop copies must reproduce the full-graph outputs of their roots."""
+    full = model(x_dev, edge_index.to(device), ea_dev)[torch.as_tensor(roots, device=device)]
+    err = (full - logits).abs().max().item()
+    if err > 1e-3 * max(1.0, logits.abs().max().item()):
+        raise CellgnnInputError(
+            f"the model's output on {num_hops}-hop subgraphs differs from the full graph (max |diff| {err:.3g})",
+            field="explain.num_hops",
+            fix="set explain.num_hops to the model's receptive field (number of message-passing layers)")
+
+
+class _BiasOnly(torch.nn.Module):
+    """Stand-in for a first linear layer whose product ``x Wᵀ`` is precomputed: adds the bias."""
+
+    def __init__(self, bias: torch.Tensor | None):
+        super().__init__()
+        self.bias = bias
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return u if self.bias is None else u + self.bias
+
+
+def _first_linear(model: torch.nn.Module, n_genes: int):
+    """``(name, module)`` of the first leaf module with a 2-D weight reading ``n_genes`` inputs, or None."""
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if name and not list(mod.children()) and isinstance(w, torch.Tensor) and w.dim() == 2 \
+                and w.shape[1] == n_genes and type(mod).__name__ == "Linear":
+            return name, mod
+    return None
+
+
+@contextlib.contextmanager
+def _swapped(model: torch.nn.Module, first):
+    """Replace the first linear layer by its bias (inputs are then ``x Wᵀ``); no-op for None."""
+    if first is None:
+        yield
+        return
+    name, lin = first
+    parent = model.get_submodule(name.rpartition(".")[0])
+    attr_name = name.rpartition(".")[2]
+    setattr(parent, attr_name, _BiasOnly(lin.bias.detach() if lin.bias is not None else None))
+    try:
+        yield
+    finally:
+        setattr(parent, attr_name, lin)
+
+
+def _first_linear_is_exact(model, first, xu, cg, ea, logits, base) -> bool:
+    """True when feeding ``x Wᵀ`` to the model with the first layer swapped out gives the same
+    outputs (i.e. x is used only through that layer), at x and at the zero baseline."""
+    w = first[1].weight.detach()
+    try:
+        with _swapped(model, first):
+            l2 = _root_logits(model, xu @ w.T, cg, ea)
+            b2 = _root_logits(model, torch.zeros(xu.shape[0], w.shape[0], device=xu.device), cg, ea)
+    except (RuntimeError, ValueError, IndexError):
+        return False
+    tol = 1e-4 * max(1.0, logits.abs().max().item())
+    return bool((l2 - logits).abs().max() <= tol and (b2 - base).abs().max() <= tol)
 
 
 def _root_logits(model, xu: torch.Tensor, cg: CompGraphs, edge_attr) -> torch.Tensor:
@@ -268,8 +348,13 @@ def first_layer_weights(model: torch.nn.Module, n_genes: int) -> tuple[np.ndarra
     """The study's weight-magnitude ranking: ``max |W[:, g]|`` over the first layer's outputs.
 
     Returns ``(scores [G], parameter name)``; the first layer is the first 2-D parameter
-    whose input dimension is ``n_genes`` (for a GAT: the heads × units projection).
+    whose input dimension is ``n_genes`` (for a GAT: the heads × units projection), or the
+    model's own ``first_layer_weight()`` when it has one.
     """
+    if hasattr(model, "first_layer_weight"):
+        w = model.first_layer_weight()
+        if w.dim() == 2 and w.shape[1] == n_genes:
+            return w.detach().abs().amax(0).cpu().numpy().astype(np.float32), "first_layer_weight()"
     for name, p in model.named_parameters():
         if p.dim() == 2 and p.shape[1] == n_genes and "attention" not in name:
             return p.detach().abs().amax(0).cpu().numpy().astype(np.float32), name
@@ -339,24 +424,33 @@ def gnnexplainer_masks(model: torch.nn.Module, x: torch.Tensor, edge_index: torc
 
 
 def de_scores(x: np.ndarray, labels: np.ndarray, classes: list[str], genes: list[str],
-              min_cells: int = 3) -> dict[str, np.ndarray]:
-    """Wilcoxon rank-sum z-scores, each class against the rest (scanpy ``rank_genes_groups``).
+              min_cells: int = 3, reference: str = "rest") -> dict[str, np.ndarray]:
+    """Wilcoxon rank-sum z-scores of each class against ``reference`` (``rest`` = all other
+    cells, or a control class such as ``mock``), with scanpy ``rank_genes_groups``.
 
     x ``[n, G]`` (any monotone transform of expression: ranks are what count), labels
     ``[n]`` class indices. Returns class name → scores ``[G]`` in gene order; classes with
-    fewer than ``min_cells`` cells (or no rest) are left out.
+    fewer than ``min_cells`` cells (or too small a reference) are left out.
     """
     import anndata as ad
     import scanpy as sc
 
     counts = np.bincount(labels, minlength=len(classes))
-    groups = [c for i, c in enumerate(classes) if counts[i] >= min_cells and counts.sum() - counts[i] >= min_cells]
+    if reference == "rest":
+        groups = [c for i, c in enumerate(classes) if counts[i] >= min_cells and counts.sum() - counts[i] >= min_cells]
+    else:
+        if reference not in classes:
+            raise CellgnnInputError(f"unknown reference class '{reference}'", field="explain.de_control",
+                                    fix=f"use one of {classes} or 'rest'")
+        if counts[classes.index(reference)] < min_cells:
+            return {}
+        groups = [c for i, c in enumerate(classes) if c != reference and counts[i] >= min_cells]
     if not groups:
         return {}
     a = ad.AnnData(X=np.asarray(x, dtype=np.float32),
                    obs=pd.DataFrame({"label": pd.Categorical(np.asarray(classes)[labels])}, index=[str(i) for i in range(len(labels))]),
                    var=pd.DataFrame(index=genes))
-    sc.tl.rank_genes_groups(a, "label", groups=groups, reference="rest", method="wilcoxon",
+    sc.tl.rank_genes_groups(a, "label", groups=groups, reference=reference, method="wilcoxon",
                             n_genes=len(genes), use_raw=False, tie_correct=True)
     res = a.uns["rank_genes_groups"]
     out = {}
@@ -584,7 +678,7 @@ def resolve_classes(requested: list[str] | None, classes: list[str]) -> list[str
 
 # ----------------------------------------------------------------------------- the stage
 
-METHODS = ("integrated_gradients", "weights", "attention", "gnnexplainer", "de", "random")
+METHODS = ("integrated_gradients", "weights", "attention", "gnnexplainer", "de", "de_control", "random")
 
 
 @dataclass
@@ -704,6 +798,19 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
             if len(cell_types) > 1 and m.sum() >= 2 * min_cells:
                 de_t = de_scores(x[m].numpy(), y[m], classes, genes, min_cells=min_cells)
                 rankings += [long_scores("de", "", c, tname, s) for c, s in de_t.items() if c in explain_classes]
+    control = params.get("de_control", "mock")
+    if "de_control" in methods and control not in classes:
+        notes.append(f"de_control: control class '{control}' not among the classes; skipped")
+    elif "de_control" in methods:
+        tr = g["train_mask"].numpy()
+        de = de_scores(x[tr].numpy(), y[tr], classes, genes, reference=control)
+        rankings += [long_scores("de_control", "", c, CLASS_AGNOSTIC, s) for c, s in de.items() if c in explain_classes]
+        for t, tname in enumerate(cell_types):
+            m = tr & (ct == t)
+            if len(cell_types) > 1 and m.sum() >= 2 * min_cells:
+                de_t = de_scores(x[m].numpy(), y[m], classes, genes, min_cells=min_cells, reference=control)
+                rankings += [long_scores("de_control", "", c, tname, s) for c, s in de_t.items()
+                             if c in explain_classes]
     if "random" in methods:
         seeds = sorted(inp.models) or [0]
         for seed in seeds:

@@ -20,7 +20,8 @@ LOG = logging.getLogger(__name__)
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 METHOD_LABELS = {"integrated_gradients": "Integrated gradients", "weights": "First-layer |W|",
                  "attention": "scANNA attention", "gnnexplainer": "GNNExplainer",
-                 "de": "Wilcoxon DE", "random": "Random"}
+                 "de": "Wilcoxon DE (vs rest)",
+                 "de_control": "Wilcoxon DE (vs control)", "random": "Random"}
 FIGURES = ("explain_top_genes", "explain_methods", "explain_edge_features", "explain_cell_types")
 
 
