@@ -14,6 +14,7 @@ resident memory (``ru_maxrss``) against the 24 GiB budget.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--genes", type=int, default=2_000)
     ap.add_argument("--k", type=int, default=15)
     ap.add_argument("--classes", type=int, default=7)
-    ap.add_argument("--n-steps", type=int, default=16)
+    ap.add_argument("--n-steps", type=int, default=8)
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--batch-cells", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -97,6 +98,7 @@ def main() -> None:
     print(f"computation graphs: {b['n_nodes'].sum() / a.cells:.1f} nodes per cell on average")
     print(f"integrated gradients: {wall:.1f} s wall, {a.cells / wall:.1f} cells/s; "
           f"steps used {sorted(set(b['n_steps']))}; completeness rel. error max {b['completeness_rel_error'].max():.2e}")
+    print(f"load average during the run (1/5/15 min): {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"peak RSS {peak:.2f} GiB (before IG {rss_before:.2f} GiB); budget 24 GiB -> "
           f"{peak / 24:.1%} of budget; attributions {res.attr.nbytes / 2**20:.0f} MiB")
 
