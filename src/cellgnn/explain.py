@@ -741,7 +741,7 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
 
     for seed, path in sorted(inp.models.items()):
         model = inp.load_model(path, g)
-        ea = edge_attr if _uses_edge_attr(model) else None
+        ea = edge_attr  # models without edge features ignore it
         hops = params.get("num_hops") or None
         if "integrated_gradients" in methods:
             ig_p = params.get("ig", {})
@@ -858,10 +858,6 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     return run
 
 
-def _uses_edge_attr(model: torch.nn.Module) -> bool:
-    return int(getattr(model, "edge_dim", 0) or 0) > 0
-
-
 def _per_class_sample(cells, y, explain_classes, classes, n_per_class, rng) -> np.ndarray:
     out = []
     for c in explain_classes:
@@ -927,3 +923,54 @@ def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.Da
         LOG.info("seed %s: edge-feature weights from %s", seed, name)
         out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": list(imp.values())}))
     return out
+
+
+def read_ground_truth(raw_path: str | Path) -> dict | None:
+    """``uns["ground_truth"]`` of the data stage's ``raw.h5ad`` (None for real data)."""
+    import anndata as ad
+
+    a = ad.read_h5ad(raw_path, backed="r")
+    try:
+        truth = a.uns.get("ground_truth")
+        return None if truth is None else {k: np.asarray(v) for k, v in truth.items()}
+    finally:
+        a.file.close()
+
+
+def explain_stage(graph_path: str, raw_path: str, models: list[str], out_dir: str, params: dict,
+                  device_pref: str = "auto", attention_models: list[str] = (), edge_models: list[str] = (),
+                  edge_features_path: str | None = None, ablation_path: str | None = None,
+                  load_model: Callable | None = None) -> dict:
+    """The explain rule: read the graph, the truth and the checkpoints
+    (``.../seed{seed}/model.pt``), run :func:`run_explain` and write its tables to ``out_dir``."""
+    import re
+
+    from .graph import load_graph
+    from .utils import get_device, seed_everything
+
+    if load_model is None:
+        from .train import load_model as _load
+
+        def load_model(path, graph):
+            return _load(path, graph)[0]
+
+    def by_seed(paths) -> dict[int, str]:
+        out = {}
+        for p in paths:
+            m = re.search(r"seed(\d+)", str(p))
+            out[int(m.group(1)) if m else len(out)] = str(p)
+        return out
+
+    seed_everything(int(params.get("seed", 0)))
+    graph = load_graph(graph_path)
+    edge_features = None
+    if edge_features_path:
+        edge_features = torch.load(edge_features_path, weights_only=False, map_location="cpu")
+        if not torch.equal(edge_features["edge_index"], graph["edge_index"]):
+            raise CellgnnInputError("edge features are not aligned with the graph's edge_index",
+                                    file=str(edge_features_path), field="edge_index",
+                                    fix="rerun the edge_features rule on this graph")
+    inp = ExplainInputs(graph=graph, graph_path=str(graph_path), truth=read_ground_truth(raw_path),
+                        models=by_seed(models), load_model=load_model, attention_models=by_seed(attention_models),
+                        edge_models=by_seed(edge_models), edge_features=edge_features, ablation_path=ablation_path)
+    return run_explain(inp, out_dir, params, device=get_device(device_pref))
