@@ -18,7 +18,7 @@ LOG = logging.getLogger(__name__)
 
 # Okabe & Ito (2008), colour-blind safe
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-METHOD_LABELS = {"integrated_gradients": "Integrated gradients", "weights": "First-layer |W|",
+METHOD_LABELS = {"integrated_gradients": "Integrated gradients", "weights": "First-layer weight magnitude",
                  "attention": "scANNA attention", "gnnexplainer": "GNNExplainer",
                  "de": "Wilcoxon DE (vs rest)",
                  "de_control": "Wilcoxon DE (vs control)", "random": "Random"}
@@ -190,3 +190,71 @@ def plot_explain(explain_dir: str | Path, figure_dir: str | Path, truth: dict | 
     plot_edge_features(pd.read_csv(e / "edge_features.csv"), stems[2])
     plot_cell_types(pd.read_csv(e / "cell_types.csv"), stems[3])
     return stems
+
+
+def plot_explain_rule(run_json: str, raw_path: str, first_png: str, method: str, n_top: int) -> list[Path]:
+    """The figures rule: tables beside ``run_json``, truth from ``raw_path``, figures beside ``first_png``."""
+    from .explain import read_ground_truth
+
+    return plot_explain(Path(run_json).parent, Path(first_png).parent, truth=read_ground_truth(raw_path),
+                        method=method, n_top=n_top)
+
+
+def _fmt(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f}" if not np.isfinite(low) or high - low < 1e-9 else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def explanation_section(explain_dir: str | Path) -> str:
+    """Markdown for ``summary.md``: methods against the planted truth, winner and margins,
+    IG completeness, cell-type accuracy and edge-feature importance."""
+    import json
+
+    from .explain import interval95
+
+    e = Path(explain_dir)
+    run = json.loads((e / "run.json").read_text())
+    lines = [f"Explained {run['n_cells']} `{run['cells_from']}` cells with model seeds "
+             f"{run['model_seeds']} (graph `{run['graph']}`)."]
+    summ = pd.read_csv(e / "scores_summary.csv") if (e / "scores_summary.csv").stat().st_size > 1 else pd.DataFrame()
+    if summ.empty:
+        lines.append("No ground truth (real data): the gene rankings are in `explain/genes.csv`, unscored.")
+    else:
+        lines += ["", "Planted response genes recovered by each method (mean over classes; mean and 95% CI "
+                  "over seeds; k = number of planted genes of the class):", "",
+                  "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
+        for _, r in summ.iterrows():
+            lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {r['seeds'] if pd.notna(r['seeds']) else 'deterministic'} | "
+                         f"{_fmt(r['precision_at_k'], r['precision_at_k_low'], r['precision_at_k_high'])} | "
+                         f"{_fmt(r['auprc'], r['auprc_low'], r['auprc_high'])} |")
+        best = summ.iloc[0]
+        margins = []
+        for other in ("de", "de_control", "weights", "random"):
+            o = summ[summ["method"] == other]
+            if not o.empty and other != best["method"]:
+                margins.append(f"{best['precision_at_k'] - o['precision_at_k'].iloc[0]:+.3f} over "
+                               f"{METHOD_LABELS.get(other, other)}")
+        lines += ["", f"Best: **{METHOD_LABELS.get(best['method'], best['method'])}**, precision@k "
+                  f"{best['precision_at_k']:.3f}" + (f" ({'; '.join(margins)})." if margins else ".")]
+    comp = pd.read_csv(e / "ig_completeness.csv")
+    if "completeness_rel_error" in comp and not comp.empty:
+        lines += ["", f"Integrated gradients: completeness error (|Σ attributions − Δlogit| / |Δlogit|) at most "
+                  f"{comp['completeness_rel_error'].max():.2e} over {len(comp)} batches, with "
+                  f"{int(comp['n_steps'].min())}–{int(comp['n_steps'].max())} Gauss–Legendre steps."]
+    ct = pd.read_csv(e / "cell_types.csv")
+    ct = ct[ct["class"] == "all"] if not ct.empty else ct
+    if not ct.empty:
+        lines += ["", "| cell type | cells | accuracy | share of IG mass |", "|---|---|---|---|"]
+        for t, grp in ct.groupby("cell_type", sort=False):
+            lines.append(f"| {t} | {int(grp['n_cells'].iloc[0])} | {_fmt(*interval95(grp['accuracy']))} | "
+                         f"{_fmt(*interval95(grp['attribution_share']))} |")
+    edge = pd.read_csv(e / "edge_features.csv")
+    if not edge.empty:
+        piv = edge.groupby(["group", "method"])["importance"].mean().unstack()
+        lines += ["", "Edge-feature groups: " + "; ".join(
+            f"{g}: " + ", ".join(f"{m} {v:.3f}" for m, v in row.items() if np.isfinite(v)) for g, row in piv.iterrows())
+            + "."]
+    if run.get("notes"):
+        lines += ["", "Notes: " + " ".join(f"{n}." if not n.endswith(".") else n for n in run["notes"])]
+    return "\n".join(lines)

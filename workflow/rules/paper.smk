@@ -1,0 +1,20 @@
+# `snakemake paper --cores N`: regenerate every figure of every stage in this workflow,
+# and the summary. Included last: the figure list is read from the rules defined above,
+# so a stage added later (with outputs under results/{dataset}/figures/) joins by itself.
+
+
+def paper_figures(wildcards):
+    """Every PNG/PDF under results/<dataset>/figures/ that some rule writes, plus summary.md."""
+    figures = set()
+    for r in workflow.rules:
+        for f in r.output:
+            path = str(f).replace("{dataset}", DATASET)
+            if "/figures/" in path and path.endswith((".png", ".pdf")) and "{" not in path:
+                figures.add(path)
+    return sorted(figures) + [f"results/{DATASET}/summary.md"]
+
+
+rule paper:
+    input:
+        paper_figures,
+    localrule: True
