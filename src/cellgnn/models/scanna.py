@@ -9,7 +9,10 @@ averaging ``α`` over the correctly predicted cells of the class (scANNA's ``Att
 Differences from the public code (all for size on a CPU): the projection blocks work in a
 ``hidden`` dimension (default 128) after one ``Linear(G, hidden)`` instead of three dense
 G×G layers (scANNA's 76M parameters at G=5000), and the output LeakyReLU is dropped (it
-only rescales negative logits). The gene attention layer stays a dense G×G map.
+only rescales negative logits). The gene attention layer is a dense G×G map as in scANNA
+when ``attention_rank`` is None, else a rank-r factorisation ``W_a = V U`` (G·2r
+parameters instead of G²) so that it trains in seconds on a CPU; the attention is still a
+softmax over all genes of each cell.
 """
 
 from __future__ import annotations
@@ -52,12 +55,15 @@ class ScANNA(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, ff_dim: int = 128,
-                 n_blocks: int = 2, dropout: float = 0.1):
+                 n_blocks: int = 2, dropout: float = 0.1, attention_rank: int | None = 64):
         super().__init__()
         if in_dim < 1 or n_classes < 2:
             raise ValueError(f"ScANNA needs in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
         self.in_dim, self.n_classes = in_dim, n_classes
-        self.attention = nn.Linear(in_dim, in_dim)
+        if attention_rank is None or attention_rank >= in_dim:
+            self.attention = nn.Linear(in_dim, in_dim)
+        else:
+            self.attention = nn.Sequential(nn.Linear(in_dim, attention_rank, bias=False), nn.Linear(attention_rank, in_dim))
         self.embed = nn.Linear(in_dim, hidden)
         self.embed_norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ProjectionBlock(hidden, dropout) for _ in range(n_blocks))
