@@ -1,5 +1,7 @@
 # Explain stage: gene, cell-type and edge-feature attributions, scored against the
 # simulator's planted response genes where they are known; then its four figures.
+import re
+
 EXPLAIN = config["explain"]
 EXPLAIN_SPLIT = EXPLAIN["split"] if EXPLAIN["split"] in SPLITS else PREFERRED_SPLIT
 
@@ -45,7 +47,7 @@ def produced_by_workflow(path):
     """True when some rule of this workflow writes ``path`` (e.g. the edge-feature ablation)."""
     for r in workflow.rules:
         for f in r.output:
-            if str(f).replace("{dataset}", DATASET) == path.replace("{dataset}", DATASET):
+            if re.sub(r"\{dataset(,[^}]*)?\}", DATASET, str(f)) == path:
                 return True
     return False
 
