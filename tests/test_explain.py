@@ -182,6 +182,8 @@ def test_weights_de_and_scanna_find_planted_genes():
     assert att.shape == (len(CLASSES), N_GENES)
     np.testing.assert_allclose(model.gene_attention(graph["x"][:4]).sum(1).detach(), 1.0, rtol=1e-5)
     assert model(graph["x"], graph["edge_index"]).shape == (len(y), len(CLASSES))
+    low_rank = ScANNA(N_GENES, len(CLASSES), attention_rank=8)
+    assert low_rank.gene_attention(graph["x"][:3]).shape == (3, N_GENES)
     w, name = ex.first_layer_weights(TinyGAT(N_GENES, 3), N_GENES)
     assert w.shape == (N_GENES,) and name == "c1.lin.weight"
 

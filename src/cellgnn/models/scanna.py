@@ -72,7 +72,8 @@ class ScANNA(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def gene_attention(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax attention over genes, ``[N, G] -> [N, G]``."""
