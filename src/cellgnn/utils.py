@@ -69,3 +69,23 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(n)))
+
+
+def run_rule(main, snakemake) -> None:
+    """Run a rule script's ``main(snakemake)`` with its log set up.
+
+    cellgnn's log, warnings, progress bars and tracebacks go to ``snakemake.log[0]``. Bad
+    input (:class:`~cellgnn.errors.CellgnnInputError`) ends the job with its one-line
+    message instead of a traceback; Snakemake then removes the job's outputs.
+    """
+    from .errors import CellgnnInputError
+
+    log_path = snakemake.log[0]
+    setup_logging(log_path)
+    sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
+    set_threads(getattr(snakemake, "threads", 1))
+    try:
+        main(snakemake)
+    except CellgnnInputError as err:
+        LOG.error("%s", err)
+        sys.exit(f"cellgnn: {err}")

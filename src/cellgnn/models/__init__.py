@@ -1,0 +1,65 @@
+"""Model registry.
+
+``MODELS[name]`` is a :class:`ModelSpec`; ``build_model(name, in_dim, n_classes, edge_dim, **params)``
+returns a ``torch.nn.Module`` with ``forward(x, edge_index, edge_attr=None) -> logits [N, C]``.
+``logreg`` is scikit-learn's logistic regression and is fitted by :mod:`cellgnn.train` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from ..errors import CellgnnInputError
+from .baselines import GAT, GCN, MLP
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build and train one model.
+
+    kind: ``torch`` or ``sklearn``; graph: uses edges; edge_features: needs ``edge_attr``;
+    optimizer defaults (``optimizer``, ``lr``, ``weight_decay``) follow the original study.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module] | None
+    kind: str = "torch"
+    graph: bool = True
+    edge_features: bool = False
+    defaults: dict = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "logreg": ModelSpec("logreg", None, kind="sklearn", graph=False),
+    "mlp": ModelSpec("mlp", MLP, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}),
+    "gcn": ModelSpec("gcn", GCN, defaults={"optimizer": "adam", "lr": 1e-2, "weight_decay": 5e-4}),
+    "gat": ModelSpec("gat", GAT, defaults={"optimizer": "adagrad", "lr": 1e-2, "weight_decay": 5e-4}),
+}
+
+
+def register(spec: ModelSpec) -> None:
+    """Add a model to the registry (used by model modules of later stages)."""
+    MODELS[spec.name] = spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise CellgnnInputError(f"unknown model '{name}'", field="train.models",
+                                fix=f"use one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, in_dim: int, n_classes: int, edge_dim: int = 0, **params) -> nn.Module:
+    spec = get_spec(name)
+    if spec.builder is None:
+        raise CellgnnInputError(f"model '{name}' is not a torch module", field="train.models",
+                                fix="fit it with cellgnn.train.train_model")
+    if spec.edge_features:
+        if edge_dim <= 0:
+            raise CellgnnInputError(f"model '{name}' needs edge features but none were given",
+                                    field="train.models", fix="enable the edge_features stage")
+        return spec.builder(in_dim, n_classes, edge_dim=edge_dim, **params)
+    return spec.builder(in_dim, n_classes, **params)

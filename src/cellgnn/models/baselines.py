@@ -1,0 +1,61 @@
+"""Baseline models: MLP, GCN and the original study's two-layer GAT.
+
+All take node features ``x [N, G]`` and return class logits ``[N, C]``;
+``forward(x, edge_index, edge_attr=None)`` (the MLP ignores the graph).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv, GCNConv
+
+
+class MLP(nn.Module):
+    """Two hidden layers with ReLU and dropout; ignores the graph."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.5):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, x, edge_index=None, edge_attr=None):
+        return self.net(x)
+
+
+class GCN(nn.Module):
+    """GCNConv(G→hidden) → ReLU → dropout → GCNConv(hidden→C), as the study's GCN baseline."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 64, dropout: float = 0.5):
+        super().__init__()
+        self.conv1 = GCNConv(in_dim, hidden)
+        self.conv2 = GCNConv(hidden, n_classes)
+        self.dropout = dropout
+
+    def forward(self, x, edge_index, edge_attr=None):
+        h = torch.relu(self.conv1(x, edge_index))
+        h = nn.functional.dropout(h, self.dropout, self.training)
+        return self.conv2(h, edge_index)
+
+
+class GAT(nn.Module):
+    """The study's GAT: GATConv(G→heads×hidden, concat) → ELU → GATConv(→C, heads averaged).
+
+    Attention dropout ``attn_dropout`` (0.4 in the study) applies to the attention
+    coefficients only; LeakyReLU slope 0.2.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 8, heads: int = 8, attn_dropout: float = 0.4):
+        super().__init__()
+        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout)
+        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout)
+
+    def forward(self, x, edge_index, edge_attr=None):
+        h = nn.functional.elu(self.conv1(x, edge_index))
+        return self.conv2(h, edge_index)
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """First-layer linear weights ``[heads*hidden, G]`` (for weight-magnitude explanations)."""
+        lin = getattr(self.conv1, "lin", None) or self.conv1.lin_src
+        return lin.weight

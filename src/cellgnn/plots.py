@@ -1,0 +1,242 @@
+"""Figures stage: UMAP panels, confusion matrix, model comparison, and ``summary.md``.
+
+Colour-blind-safe palettes (Okabe–Ito for categories, viridis for continuous values);
+every figure is written as PNG (300 dpi) and PDF.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_path, write_text  # noqa: E402
+from .metrics import METRICS, mean_ci, summarize  # noqa: E402
+
+LOG = logging.getLogger(__name__)
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
+                 "auroc": "AUROC (one-vs-rest)"}
+
+
+def palette(n: int) -> list:
+    """n colour-blind-safe colours: Okabe–Ito, extended with tab20 beyond 8 categories."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
+    extra = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
+    return (OKABE_ITO + extra)[:n]
+
+
+def save_figure(fig, png_path: str | Path, pdf_path: str | Path | None = None) -> None:
+    """Save ``fig`` atomically as PNG and (when given) PDF, then close it."""
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=300, bbox_inches="tight", format="png")
+    if pdf_path:
+        with atomic_path(pdf_path) as tmp:
+            fig.savefig(tmp, bbox_inches="tight", format="pdf")
+    plt.close(fig)
+
+
+def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> str:
+    """Model with the highest mean test ``metric`` on split mode ``split``."""
+    sub = models_csv[models_csv["split"] == split]
+    return str(sub.groupby("model")[metric].mean().idxmax())
+
+
+def preferred_split(splits) -> str:
+    """The honest split when present: ``donors``, else the first."""
+    splits = list(splits)
+    return "donors" if "donors" in splits else splits[0]
+
+
+# ---------------------------------------------------------------- UMAP
+def plot_umap(adata, predictions: pd.DataFrame, png: str, pdf: str, title_model: str, seed: int = 0) -> None:
+    """Four UMAP panels: label, cell type, donor, and the best model's prediction on test cells.
+
+    adata: preprocessed AnnData with ``obsm["X_pca"]``; predictions: the model's
+    ``predictions.csv`` (``cell_id, split, true, pred``).
+    """
+    import scanpy as sc
+
+    sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    emb = adata.obsm["X_umap"]
+    pred = predictions.set_index("cell_id").reindex(adata.obs_names)
+    panels = [("label", "True label"), ("cell_type", "Cell type"), ("donor", "Donor / sample")]
+    panels = [(k, t) for k, t in panels if k in adata.obs]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.2 * (len(panels) + 1), 5))
+    label_cats = list(adata.obs["label"].cat.categories)
+    for ax, (key, title) in zip(axes, panels):
+        _scatter_categories(ax, emb, adata.obs[key].astype(str).to_numpy(), list(adata.obs[key].cat.categories))
+        ax.set_title(title)
+    ax = axes[-1]
+    is_test = (pred["split"] == "test").to_numpy()
+    ax.scatter(emb[~is_test, 0], emb[~is_test, 1], s=2, c="#DDDDDD", rasterized=True, label="train/val cells")
+    _scatter_categories(ax, emb[is_test], pred["pred"].to_numpy()[is_test].astype(str), label_cats)
+    ax.set_title(f"Predicted label, test cells ({title_model})")
+    fig.tight_layout()
+    save_figure(fig, png, pdf)
+
+
+def _scatter_categories(ax, emb: np.ndarray, values: np.ndarray, categories: list[str]) -> None:
+    colors = palette(len(categories))
+    for cat, col in zip(categories, colors):
+        m = values == cat
+        ax.scatter(emb[m, 0], emb[m, 1], s=3, c=col, label=f"{cat} ({m.sum()})", rasterized=True)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=4, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+# ---------------------------------------------------------------- confusion matrix
+def plot_confusion(prediction_tables: list[pd.DataFrame], classes: list[str], png: str, pdf: str,
+                   title: str) -> None:
+    """Row-normalized confusion matrix of test cells, pooled over the given seeds' predictions."""
+    from sklearn.metrics import confusion_matrix
+
+    y_true, y_pred = [], []
+    for df in prediction_tables:
+        te = df[df["split"] == "test"]
+        y_true.extend(te["true"].astype(str))
+        y_pred.extend(te["pred"].astype(str))
+    cm = confusion_matrix(y_true, y_pred, labels=classes).astype(float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.6 + 0.65 * len(classes)))
+    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="Fraction of true class (row-normalized)")
+    fig.tight_layout()
+    save_figure(fig, png, pdf)
+
+
+# ---------------------------------------------------------------- model comparison
+def plot_model_comparison(df: pd.DataFrame, png: str, pdf: str, chance: dict[str, float] | None = None) -> None:
+    """Bars: mean test metric per model and split mode, error bars = 95% CI over seeds, dots = seeds."""
+    models = sorted(df["model"].unique(), key=lambda m: df[df["model"] == m]["macro_f1"].mean())
+    splits = sorted(df["split"].unique())
+    colors = dict(zip(splits, palette(len(splits))))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), sharey=False)
+    width = 0.8 / len(splits)
+    for ax, metric in zip(axes, METRICS):
+        for s_i, split in enumerate(splits):
+            for m_i, model in enumerate(models):
+                vals = df[(df["model"] == model) & (df["split"] == split)][metric].to_numpy()
+                if vals.size == 0:
+                    continue
+                mean, low, high = mean_ci(vals)
+                x = m_i + (s_i - (len(splits) - 1) / 2) * width
+                err = None if np.isnan(low) else [[mean - low], [high - mean]]
+                ax.bar(x, mean, width, color=colors[split], label=split if m_i == 0 else None,
+                       yerr=err, capsize=3, edgecolor="black", linewidth=0.5)
+                ax.scatter(np.full(vals.size, x), vals, s=8, c="black", zorder=3)
+        if chance and metric in chance:
+            ax.axhline(chance[metric], ls="--", c="grey", lw=1, label="chance")
+        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        ax.set_ylabel(f"Test {METRIC_LABELS[metric]}")
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(title="Split mode", fontsize=8, frameon=False)
+    n_seeds = df["seed"].nunique()
+    fig.suptitle(f"Held-out test cells; bars: mean over {n_seeds} seeds, error bars: 95% CI (t), dots: seeds",
+                 fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, png, pdf)
+
+
+# ---------------------------------------------------------------- summary
+def format_ci(mean: float, low: float, high: float) -> str:
+    if np.isnan(mean):
+        return "n/a"
+    if np.isnan(low):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def paired_difference(df: pd.DataFrame, a: str, b: str, split: str, metric: str = "macro_f1"):
+    """Mean and 95% CI over seeds of ``metric(a) - metric(b)``, paired by seed; None if not both present."""
+    sub = df[df["split"] == split].pivot(index="seed", columns="model", values=metric)
+    if a not in sub or b not in sub:
+        return None
+    d = (sub[a] - sub[b]).dropna()
+    return (*mean_ci(d), int(d.size))
+
+
+def write_summary(models_csv: str, qc_json: str, path: str, dataset: str, sections: dict[str, str] | None = None) -> str:
+    """``summary.md``: data after QC, the model comparison with 95% CIs, GAT vs baselines.
+
+    sections: extra markdown blocks (title → body) contributed by later stages.
+    """
+    df = pd.read_csv(models_csv)
+    with open(qc_json) as fh:
+        qc = json.load(fh)
+    lines = [f"# cellgnn summary: `{dataset}`", ""]
+    lines += ["## Data", "",
+              f"{qc['output']['n_cells']} cells × {qc['output']['n_genes']} genes after QC "
+              f"(from {qc['input']['n_cells']} × {qc['input']['n_genes']}; cells removed: "
+              + ", ".join(f"{k}: {v}" for k, v in qc["removed_cells"].items()) + ").", "",
+              "Cells per label: " + ", ".join(f"{k} {v}" for k, v in qc["cells_per_label"].items()) + ".", ""]
+    summ = summarize(df)
+    lines += ["## Model comparison (test cells)", "",
+              "Mean over seeds with a t-based 95% confidence interval. Split mode `cells`: cells assigned at "
+              "random (donors shared between train and test, as in the original study); `donors`: whole donors "
+              "held out (the honest estimate for new patients).", ""]
+    header = "| split | model | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |"
+    lines += [header, "|" + "---|" * (3 + len(METRICS))]
+    for _, r in summ.sort_values(["split", "macro_f1_mean"], ascending=[True, False]).iterrows():
+        cells = [format_ci(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS]
+        lines.append(f"| {r['split']} | {r['model']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    comparisons = []
+    for split in sorted(df["split"].unique()):
+        for other in ("logreg", "mlp", "gcn"):
+            res = paired_difference(df, "gat", other, split)
+            if res is not None:
+                mean, low, high, n = res
+                comparisons.append(f"- `{split}`: GAT − {other} macro-F1 = {format_ci(mean, low, high)} "
+                                   f"(paired over {n} seeds)")
+    if comparisons:
+        lines += ["### GAT against the baselines", ""] + comparisons + [""]
+    for title, body in (sections or {}).items():
+        lines += [f"## {title}", "", body.strip(), ""]
+    text = "\n".join(lines)
+    write_text(text, path)
+    return text
+
+
+# ---------------------------------------------------------------- rule entry points
+def _best_predictions(models_csv: str, prediction_files: list[str], split: str) -> tuple[str, list[pd.DataFrame]]:
+    """The best model on ``split`` and its per-seed prediction tables."""
+    model = best_run(pd.read_csv(models_csv), split)
+    files = [f for f in prediction_files if f"/{split}/{model}/seed" in str(f)]
+    return model, [pd.read_csv(f) for f in sorted(files)]
+
+
+def figure_umap(adata_path: str, models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str,
+                seed: int = 0) -> None:
+    import anndata as ad
+
+    model, tables = _best_predictions(models_csv, prediction_files, split)
+    plot_umap(ad.read_h5ad(adata_path), tables[0], png, pdf, f"{model}, {split} split, first seed", seed=seed)
+
+
+def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+    model, tables = _best_predictions(models_csv, prediction_files, split)
+    classes = sorted(set(tables[0]["true"].astype(str)))
+    plot_confusion(tables, classes, png, pdf,
+                   f"{model} ({split} split), test cells pooled over {len(tables)} seeds")

@@ -1,0 +1,270 @@
+"""Train stage: fit one model on one split mode with one seed; evaluate on held-out cells.
+
+``train_model(graph, name, cfg, seed, device, edge_attr)`` returns a :class:`TrainResult`
+holding the fitted model, test metrics, per-cell predictions and the training history.
+Torch models train full-batch with early stopping on validation loss and restore the
+best epoch. In ``inductive`` graphs the training forward pass sees only the training
+subgraph; validation and test cells are never in a training batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .errors import CellgnnInputError
+from .metrics import classification_metrics
+from .models import build_model, get_spec
+from .utils import seed_everything
+
+LOG = logging.getLogger(__name__)
+OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adamw": torch.optim.AdamW}
+OPTIM_KEYS = ("optimizer", "lr", "weight_decay")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one training run. metrics: on the test split; proba: ``[N, C]`` for every cell."""
+
+    model: object
+    metrics: dict
+    proba: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    params: dict = field(default_factory=dict)
+
+
+def model_params(name: str, cfg: dict) -> dict:
+    """Registry defaults overlaid with ``cfg["hyperparameters"][name]``."""
+    spec = get_spec(name)
+    return {**spec.defaults, **(cfg.get("hyperparameters", {}) or {}).get(name, {})}
+
+
+def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.device | None = None,
+                edge_attr: torch.Tensor | None = None) -> TrainResult:
+    """Fit model ``name`` on ``graph`` (contract dict) and evaluate it on the test cells.
+
+    cfg: the config's ``train`` section (``max_epochs``, ``patience``, ``hyperparameters``,
+    ``logreg_features``). edge_attr: ``[E, F]`` aligned with ``graph["edge_index"]`` for
+    models that need edge features.
+    """
+    spec = get_spec(name)
+    params = model_params(name, cfg)
+    if spec.edge_features:
+        if edge_attr is None:
+            raise CellgnnInputError(f"model '{name}' needs edge features", field="train.models",
+                                    fix="add the edge_features stage to the run or drop this model")
+        if edge_attr.shape[0] != graph["edge_index"].shape[1]:
+            raise CellgnnInputError(f"edge features have {edge_attr.shape[0]} rows but the graph has "
+                                    f"{graph['edge_index'].shape[1]} edges", field="edge_attr",
+                                    fix="recompute the edge features from this graph")
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    if spec.kind == "sklearn":
+        result = _fit_logreg(graph, params, cfg, seed)
+    else:
+        result = _fit_torch(graph, name, params, cfg, seed, device or torch.device("cpu"), edge_attr)
+    result.seconds = time.perf_counter() - t0
+    result.params = params
+    return result
+
+
+def _fit_logreg(graph: dict, params: dict, cfg: dict, seed: int) -> TrainResult:
+    from sklearn.linear_model import LogisticRegression
+
+    feats = cfg.get("logreg_features", "genes")
+    X = (graph["x"] if feats == "genes" else graph["pca"]).numpy()
+    y = graph["y"].numpy()
+    tr = graph["train_mask"].numpy()
+    clf = LogisticRegression(C=float(params.get("C", 1.0)), max_iter=int(params.get("max_iter", 2000)),
+                             random_state=seed)
+    clf.fit(X[tr], y[tr])
+    proba = np.zeros((X.shape[0], len(graph["classes"])))
+    proba[:, clf.classes_] = clf.predict_proba(X)
+    te = graph["test_mask"].numpy()
+    return TrainResult(clf, classification_metrics(y[te], proba[te]), proba)
+
+
+def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, device: torch.device,
+               edge_attr: torch.Tensor | None) -> TrainResult:
+    from torch_geometric.utils import subgraph
+
+    arch = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
+    edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
+    model = build_model(name, graph["x"].shape[1], len(graph["classes"]), edge_dim=edge_dim, **arch).to(device)
+    opt_name = params.get("optimizer", "adam")
+    if opt_name not in OPTIMIZERS:
+        raise CellgnnInputError(f"unknown optimizer '{opt_name}'", field=f"train.hyperparameters.{name}.optimizer",
+                                fix=f"use one of {sorted(OPTIMIZERS)}")
+    opt = OPTIMIZERS[opt_name](model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
+
+    x = graph["x"].to(device)
+    y = graph["y"].to(device)
+    ei = graph["edge_index"].to(device)
+    ea = edge_attr.to(device) if edge_attr is not None else None
+    train_mask = graph["train_mask"].to(device)
+    val_mask = graph["val_mask"].to(device)
+    if graph["graph_mode"] == "inductive":  # training pass sees the training block only
+        tr_nodes = train_mask.nonzero().view(-1)
+        tr_ei, tr_ea = subgraph(tr_nodes, ei, ea, relabel_nodes=True, num_nodes=x.shape[0])
+        tr_x, tr_y, tr_mask = x[tr_nodes], y[tr_nodes], None
+    else:
+        tr_x, tr_y, tr_ei, tr_ea, tr_mask = x, y, ei, ea, train_mask
+    # class weights balance rare classes in the loss
+    counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
+    weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg.get("class_weights", True) else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+
+    best = {"loss": float("inf"), "epoch": -1, "state": None}
+    history = []
+    bar = tqdm(range(cfg["max_epochs"]), desc=f"train {name}", mininterval=10, leave=False)
+    for epoch in bar:
+        model.train()
+        opt.zero_grad()
+        out = model(tr_x, tr_ei, tr_ea)
+        loss = loss_fn(out if tr_mask is None else out[tr_mask], tr_y if tr_mask is None else tr_y[tr_mask])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name}: training loss became {loss.item()} at epoch {epoch}; "
+                                     "lower the learning rate")
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(x, ei, ea)
+            val_loss = float(loss_fn(logits[val_mask], y[val_mask]))
+        history.append({"epoch": epoch, "train_loss": float(loss.detach()), "val_loss": val_loss})
+        if val_loss < best["loss"] - 1e-6:
+            best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        elif epoch - best["epoch"] >= cfg["patience"]:
+            break
+        if epoch % 25 == 0:
+            bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", refresh=False)
+    model.load_state_dict(best["state"])
+    model.eval()
+    with torch.no_grad():
+        proba = torch.softmax(model(x, ei, ea), dim=1).cpu().numpy().astype(np.float64)
+    te = graph["test_mask"].numpy()
+    LOG.info("%s: best epoch %d of %d, val loss %.4f", name, best["epoch"], len(history), best["loss"])
+    return TrainResult(model.cpu(), classification_metrics(graph["y"].numpy()[te], proba[te]), proba,
+                       history, best["epoch"])
+
+
+def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
+    """Per-cell predictions: ``cell_id, split, true, pred, p_<class>...``."""
+    classes = np.asarray(graph["classes"])
+    split = np.where(graph["train_mask"].numpy(), "train", np.where(graph["val_mask"].numpy(), "val", "test"))
+    df = pd.DataFrame({"cell_id": graph["cell_ids"], "split": split, "true": classes[graph["y"].numpy()],
+                       "pred": classes[proba.argmax(axis=1)]})
+    for i, c in enumerate(classes):
+        df[f"p_{c}"] = proba[:, i]
+    return df
+
+
+# ---------------------------------------------------------------- stage entry points
+def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: str, output,
+                 edge_features: str | None = None) -> TrainResult:
+    """Train ``name`` on the graph file and write ``output.model``, ``.metrics``, ``.predictions``."""
+    from .graph import load_graph
+    from .io import torch_save, write_csv, write_json
+    from .metrics import majority_baseline
+    from .utils import get_device
+
+    get_spec(name)  # unknown model: fail before loading anything
+    graph = load_graph(graph_path)
+    edge_attr = load_edge_features(edge_features, graph) if edge_features else None
+    device = get_device(device_pref)
+    result = train_model(graph, name, cfg, seed, device, edge_attr)
+    y = graph["y"].numpy()
+    metrics = {
+        "model": name, "split": graph["split_mode"], "seed": seed, "test": result.metrics,
+        "majority_baseline_test": majority_baseline(y[graph["train_mask"].numpy()], y[graph["test_mask"].numpy()],
+                                                    len(graph["classes"])),
+        "n_test_cells": int(graph["test_mask"].sum()), "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history), "seconds": round(result.seconds, 2), "device": str(device),
+        "params": result.params,
+    }
+    torch_save(checkpoint(result, name, graph, seed, edge_attr), output.model)
+    write_csv(predictions_table(graph, result.proba), output.predictions)
+    write_json(metrics, output.metrics)
+    LOG.info("%s/%s seed %d test: %s", graph["split_mode"], name, seed, result.metrics)
+    return result
+
+
+def checkpoint(result: TrainResult, name: str, graph: dict, seed: int, edge_attr=None) -> dict:
+    """Everything needed to reload a model and check it matches the data it is applied to."""
+    model = result.model
+    return {
+        "model": name, "seed": seed, "params": result.params, "genes": graph["genes"],
+        "classes": graph["classes"], "split_mode": graph["split_mode"],
+        "edge_dim": 0 if edge_attr is None else int(edge_attr.shape[1]),
+        "state_dict": model.state_dict() if isinstance(model, nn.Module) else None,
+        "sklearn": None if isinstance(model, nn.Module) else model,
+        "history": result.history, "best_epoch": result.best_epoch,
+    }
+
+
+def load_model(path: str, graph: dict):
+    """Rebuild a trained model from its checkpoint; refuse one trained on other genes or classes."""
+    try:
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CellgnnInputError(f"cannot read checkpoint ({e})", file=str(path), fix="retrain the model") from e
+    if ckpt.get("genes") != graph["genes"]:
+        raise CellgnnInputError("checkpoint was trained on different genes than this dataset's", file=str(path),
+                                field="genes", fix="retrain the model on this dataset (or explain the matching run)")
+    if ckpt.get("classes") != graph["classes"]:
+        raise CellgnnInputError(f"checkpoint classes {ckpt.get('classes')} differ from the data's {graph['classes']}",
+                                file=str(path), field="classes", fix="retrain the model on this dataset")
+    if ckpt["state_dict"] is None:
+        return ckpt["sklearn"], ckpt
+    arch = {k: v for k, v in ckpt["params"].items() if k not in OPTIM_KEYS}
+    model = build_model(ckpt["model"], len(ckpt["genes"]), len(ckpt["classes"]), edge_dim=ckpt["edge_dim"], **arch)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
+
+
+def load_edge_features(path: str, graph: dict) -> torch.Tensor:
+    """Load ``edge_attr [E, F]`` and check it is aligned with the graph's ``edge_index``."""
+    try:
+        ef = torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise CellgnnInputError(f"cannot read edge features ({e})", file=str(path),
+                                fix="delete it and rerun the edge_features stage") from e
+    attr = ef["edge_attr"]
+    n_edges = graph["edge_index"].shape[1]
+    if attr.shape[0] != n_edges:
+        raise CellgnnInputError(f"{attr.shape[0]} rows of edge features but the graph has {n_edges} edges",
+                                file=str(path), field="edge_attr", fix="recompute the edge features from this graph")
+    if "edge_index" in ef and not torch.equal(ef["edge_index"], graph["edge_index"]):
+        raise CellgnnInputError("edge features were computed for a different edge order", file=str(path),
+                                field="edge_index", fix="recompute the edge features from this graph")
+    return attr.float()
+
+
+def collect_metrics(metric_files: list[str], table_path: str, summary_path: str) -> pd.DataFrame:
+    """Write ``models.csv`` (one row per model × split × seed, test metrics) and its 95% CI summary."""
+    import json
+
+    from .io import write_csv
+    from .metrics import METRICS, summarize
+
+    rows = []
+    for f in metric_files:
+        with open(f) as fh:
+            m = json.load(fh)
+        rows.append({"model": m["model"], "split": m["split"], "seed": m["seed"],
+                     **{k: m["test"][k] for k in METRICS}})
+    df = pd.DataFrame(rows).sort_values(["split", "model", "seed"]).reset_index(drop=True)
+    write_csv(df, table_path)
+    write_csv(summarize(df), summary_path)
+    return df

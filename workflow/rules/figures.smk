@@ -1,0 +1,94 @@
+localrules:
+    summary,
+
+
+rule umap:
+    input:
+        adata="results/{dataset}/preprocessed.h5ad",
+        models="results/{dataset}/metrics/models.csv",
+        predictions=preferred_split_predictions,
+    output:
+        png=report(
+            "results/{dataset}/figures/umap.png",
+            caption="../report/umap.rst",
+            category="Data and predictions",
+            labels={"figure": "UMAP"},
+        ),
+        pdf="results/{dataset}/figures/umap.pdf",
+    log:
+        "logs/{dataset}/figures/umap.log",
+    benchmark:
+        "benchmarks/{dataset}/figures/umap.tsv"
+    params:
+        seed=config["seed"],
+        split=PREFERRED_SPLIT,
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../../scripts/plot_umap.py"
+
+
+rule confusion_matrix:
+    input:
+        models="results/{dataset}/metrics/models.csv",
+        predictions=preferred_split_predictions,
+    output:
+        png=report(
+            "results/{dataset}/figures/confusion_matrix.png",
+            caption="../report/confusion_matrix.rst",
+            category="Model evaluation",
+            labels={"figure": "confusion matrix"},
+        ),
+        pdf="results/{dataset}/figures/confusion_matrix.pdf",
+    log:
+        "logs/{dataset}/figures/confusion_matrix.log",
+    benchmark:
+        "benchmarks/{dataset}/figures/confusion_matrix.tsv"
+    params:
+        split=PREFERRED_SPLIT,
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../../scripts/plot_confusion.py"
+
+
+rule model_comparison:
+    input:
+        "results/{dataset}/metrics/models.csv",
+    output:
+        png=report(
+            "results/{dataset}/figures/model_comparison.png",
+            caption="../report/model_comparison.rst",
+            category="Model evaluation",
+            labels={"figure": "model comparison"},
+        ),
+        pdf="results/{dataset}/figures/model_comparison.pdf",
+    log:
+        "logs/{dataset}/figures/model_comparison.log",
+    benchmark:
+        "benchmarks/{dataset}/figures/model_comparison.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../../scripts/plot_model_comparison.py"
+
+
+rule summary:
+    input:
+        models="results/{dataset}/metrics/models.csv",
+        qc="results/{dataset}/qc.json",
+    output:
+        report(
+            "results/{dataset}/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "summary"},
+        ),
+    log:
+        "logs/{dataset}/summary.log",
+    benchmark:
+        "benchmarks/{dataset}/summary.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../../scripts/summary.py"

@@ -1,0 +1,17 @@
+rule graph:
+    input:
+        "results/{dataset}/preprocessed.h5ad",
+    output:
+        "results/{dataset}/graph/{split}.pt",
+    log:
+        "logs/{dataset}/graph/{split}.log",
+    benchmark:
+        "benchmarks/{dataset}/graph/{split}.tsv"
+    params:
+        graph=config["graph"],
+        seed=config["seed"],
+    threads: 2
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/graph.py"
