@@ -17,7 +17,9 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:

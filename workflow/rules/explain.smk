@@ -1,57 +1,5 @@
 # Explain stage: gene, cell-type and edge-feature attributions, scored against the
 # simulator's planted response genes where they are known; then its four figures.
-import re
-
-EXPLAIN = config["explain"]
-EXPLAIN_SPLIT = EXPLAIN["split"] if EXPLAIN["split"] in SPLITS else PREFERRED_SPLIT
-
-
-def _explain_models(model, wildcards):
-    return expand(
-        "results/{dataset}/models/{split}/{model}/seed{seed}/model.pt",
-        dataset=wildcards.dataset,
-        split=EXPLAIN_SPLIT,
-        model=model,
-        seed=SEEDS,
-    )
-
-
-def explain_inputs(wildcards):
-    """Graph, truth and the checkpoints the configured methods need; edge features and the
-    attention model only when they are part of this run."""
-    methods = EXPLAIN["methods"]
-    inputs = {
-        "graph": f"results/{wildcards.dataset}/graph/{EXPLAIN_SPLIT}.pt",
-        "raw": f"results/{wildcards.dataset}/raw.h5ad",
-        "models": _explain_models(EXPLAIN["model"], wildcards),
-    }
-    if "attention" in methods and EXPLAIN["attention_model"] in MODELS:
-        inputs["attention"] = _explain_models(EXPLAIN["attention_model"], wildcards)
-    if EXPLAIN["edge_model"] in MODELS:
-        inputs["edge_models"] = _explain_models(EXPLAIN["edge_model"], wildcards)
-    if uses_edge_features(EXPLAIN["model"]) or "edge_models" in inputs:
-        inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{EXPLAIN_SPLIT}.pt"
-    ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
-    if produced_by_workflow(ablation):
-        inputs["ablation"] = ablation
-    return inputs
-
-
-def uses_edge_features(model):
-    from cellgnn.models import MODELS as REGISTRY
-
-    return model in REGISTRY and REGISTRY[model].edge_features
-
-
-def produced_by_workflow(path):
-    """True when some rule of this workflow writes ``path`` (e.g. the edge-feature ablation)."""
-    for r in workflow.rules:
-        for f in r.output:
-            if re.sub(r"\{dataset(,[^}]*)?\}", DATASET, str(f)) == path:
-                return True
-    return False
-
-
 rule explain:
     input:
         unpack(explain_inputs),

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import CellgnnInputError
 from .baselines import GAT, GCN, MLP
+from .scanna import ScANNA
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", MLP, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}),
     "gcn": ModelSpec("gcn", GCN, defaults={"optimizer": "adam", "lr": 1e-2, "weight_decay": 5e-4}),
     "gat": ModelSpec("gat", GAT, defaults={"optimizer": "adagrad", "lr": 1e-2, "weight_decay": 5e-4}),
+    # scANNA-style gene-attention classifier (explain stage's attention read-out); ignores the graph
+    "scanna": ModelSpec("scanna", ScANNA, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
 }
 
 
