@@ -82,34 +82,43 @@ class SubgraphSampler:
         self.num_hops = num_hops
 
     def union(self, roots: np.ndarray) -> CompGraphs:
+        """Copies of each root's computation graph: the nodes within ``num_hops`` hops and
+        the edges into nodes within ``num_hops - 1`` hops (edges into the outermost nodes
+        only change representations the root never reads, so they are left out)."""
         b = len(roots)
         reach = sp.csr_matrix((np.ones(b, np.float32), (np.arange(b), roots)),
                               shape=(b, self.adj.shape[0]))
-        total = reach
-        for _ in range(self.num_hops):
+        inner = total = reach
+        for hop in range(self.num_hops):
             reach = (reach @ self.pattern).astype(bool).astype(np.float32)
             total = (total + reach).astype(bool).astype(np.float32)
-        total = total.tocsr()
+            if hop < self.num_hops - 1:
+                inner = total
+        total, inner = total.tocsr(), inner.tocsr()
         total.sort_indices()
+        inner.sort_indices()
         nodes, owner, root_pos, edges_src, edges_dst, edge_ids = [], [], [], [], [], []
         offset = 0
         for r in range(b):
             sub = total.indices[total.indptr[r]:total.indptr[r + 1]]  # sorted node ids
-            block = self.adj[sub][:, sub].tocoo()
-            order = np.lexsort((block.col, block.row))
             nodes.append(sub)
             owner.append(np.full(sub.size, r))
             root_pos.append(offset + np.searchsorted(sub, roots[r]))
-            edges_dst.append(block.row[order] + offset)
-            edges_src.append(block.col[order] + offset)
-            edge_ids.append(block.data[order] - 1)
+            if self.num_hops > 0:
+                targets = inner.indices[inner.indptr[r]:inner.indptr[r + 1]]
+                block = self.adj[targets][:, sub].tocoo()
+                order = np.lexsort((block.col, block.row))
+                edges_dst.append(np.searchsorted(sub, targets[block.row[order]]) + offset)
+                edges_src.append(block.col[order] + offset)
+                edge_ids.append(block.data[order] - 1)
             offset += sub.size
+        cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
         return CompGraphs(
             nodes=torch.from_numpy(np.concatenate(nodes)).long(),
             owner=torch.from_numpy(np.concatenate(owner)).long(),
             root_pos=torch.tensor(root_pos, dtype=torch.long),
-            edge_index=torch.from_numpy(np.stack([np.concatenate(edges_src), np.concatenate(edges_dst)])).long(),
-            edge_ids=torch.from_numpy(np.concatenate(edge_ids)).long(),
+            edge_index=torch.from_numpy(np.stack([cat(edges_src), cat(edges_dst)])).long(),
+            edge_ids=torch.from_numpy(cat(edge_ids)).long(),
         )
 
 
