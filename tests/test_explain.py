@@ -150,14 +150,10 @@ def test_empty_selection_is_refused(trained):
         ex.select_cells(np.zeros(10, bool), np.zeros(10, int), 5, np.random.default_rng(0))
 
 
-def test_unknown_class_and_gene_mismatch_are_refused():
+def test_unknown_class_is_refused():
     with pytest.raises(CellgnnInputError, match="unknown class"):
         ex.resolve_classes(["infected", "zombie"], CLASSES)
     assert ex.resolve_classes([], CLASSES) == CLASSES
-    with pytest.raises(CellgnnInputError, match="expects 5 genes"):
-        ex.check_model_matches(5, ["a", "b"], "model.pt")
-    with pytest.raises(CellgnnInputError, match="gene 1"):
-        ex.check_model_matches(2, ["a", "b"], "model.pt", model_genes=["a", "c"])
 
 
 def test_precision_and_auprc_known_values():
@@ -267,3 +263,44 @@ def test_first_layer_projection_refused_when_x_is_reused():
     res, _ = ig_class_scores(Skip().eval(), graph, np.arange(10), n_steps=16, tolerance=1e-3)
     assert set(res.batches["space"]) == {"features"}
     np.testing.assert_allclose(res.attr.sum(1), res.delta, rtol=1e-2, atol=1e-4)
+
+
+def _stage_files(tmp_path, genes_of_model=None):
+    """graph.pt, raw.h5ad (with truth) and a GAT checkpoint in the train stage's format."""
+    import anndata as ad
+
+    from cellgnn.graph import save_graph
+    from cellgnn.io import torch_save
+    from cellgnn.models import build_model
+
+    graph, truth = planted_graph(n=120)
+    graph["pca"] = graph["x"][:, :5].clone()
+    save_graph(graph, tmp_path / "graph.pt")
+    raw = ad.AnnData(X=np.zeros((2, 2), np.float32))
+    raw.uns["ground_truth"] = truth
+    raw.write_h5ad(tmp_path / "raw.h5ad")
+    torch.manual_seed(0)
+    model = build_model("gat", N_GENES, len(CLASSES))
+    ckpt = {"model": "gat", "seed": 0, "params": {}, "genes": genes_of_model or graph["genes"],
+            "classes": CLASSES, "split_mode": "cells", "edge_dim": 0, "state_dict": model.state_dict(), "sklearn": None}
+    torch_save(ckpt, tmp_path / "seed0" / "model.pt")
+    return tmp_path / "graph.pt", tmp_path / "raw.h5ad", [str(tmp_path / "seed0" / "model.pt")]
+
+
+def test_explain_stage_refuses_checkpoint_of_other_genes(tmp_path):
+    graph, raw, models = _stage_files(tmp_path, genes_of_model=[f"X{i}" for i in range(N_GENES)])
+    with pytest.raises(CellgnnInputError, match="different genes"):
+        ex.explain_stage(str(graph), str(raw), models, str(tmp_path / "out"), {"methods": ["weights"]}, "cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_explain_stage_bad_config_fails_before_output(tmp_path):
+    graph, raw, models = _stage_files(tmp_path)
+    out = str(tmp_path / "out")
+    for params, match in (({"classes": ["zombie"]}, "unknown class"), ({"methods": ["shap"]}, "unknown method"),
+                          ({"cells_from": "holdout"}, "unknown subset")):
+        with pytest.raises(CellgnnInputError, match=match):
+            ex.explain_stage(str(graph), str(raw), models, out, params, "cpu")
+    assert not (tmp_path / "out").exists()
+    run = ex.explain_stage(str(graph), str(raw), models, out, {"methods": ["weights", "random"], "top_k": 3}, "cpu")
+    assert {r["method"] for r in run["summary"]} == {"weights", "random"}

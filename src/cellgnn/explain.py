@@ -660,20 +660,6 @@ def read_ablation(path: str | Path) -> pd.DataFrame | None:
 
 # ----------------------------------------------------------------------------- checks
 
-def check_model_matches(state_in_dim: int, genes: list[str], model_path: str,
-                        model_genes: list[str] | None = None) -> None:
-    """Refuse a checkpoint whose input genes differ from the graph's (count or names)."""
-    if state_in_dim != len(genes):
-        raise CellgnnInputError(f"checkpoint expects {state_in_dim} genes, the graph has {len(genes)}",
-                                file=model_path, field="genes",
-                                fix="retrain the model on this graph (snakemake --forcerun train)")
-    if model_genes is not None and list(model_genes) != list(genes):
-        bad = next(i for i, (a, b) in enumerate(zip(model_genes, genes)) if a != b)
-        raise CellgnnInputError(f"checkpoint gene {bad} is '{model_genes[bad]}', the graph's is '{genes[bad]}'",
-                                file=model_path, field="genes",
-                                fix="retrain the model on this graph (snakemake --forcerun train)")
-
-
 def resolve_classes(requested: list[str] | None, classes: list[str]) -> list[str]:
     """Classes to explain: all by default; unknown names are an error."""
     if not requested:
