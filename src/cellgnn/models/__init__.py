@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import CellgnnInputError
 from .baselines import GAT, GCN, MLP
 from .edge_models import GATEF, GCNEF, GATEdge
+from .scanna import ScANNA
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ MODELS: dict[str, ModelSpec] = {
                           defaults={"optimizer": "adam", "lr": 5e-3, "weight_decay": 5e-4}),
     "gcn_ef": ModelSpec("gcn_ef", GCNEF, edge_features=True,
                         defaults={"optimizer": "adam", "lr": 1e-2, "weight_decay": 5e-4}),
+    # scANNA-style gene-attention classifier (explain stage's attention read-out); ignores the graph
+    "scanna": ModelSpec("scanna", ScANNA, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
 }
 
 
