@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, output lists, wildcard constraints.
+# Helpers shared by the rule files (config validation, output lists, wildcard constraints).
 import sys
 from pathlib import Path
 
@@ -31,7 +31,7 @@ ABLATION_GROUPS = (
     and len(config["edge_features"]["groups"]) > 1
     else []
 )
-# model gat_activa (rule train_gat_activa in augment.smk): the GAT on ACTIVA-topped-up training graphs
+# model gat_activa: the GAT on ACTIVA-topped-up training graphs (train_gat_activa, augment.smk)
 GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
 
 
