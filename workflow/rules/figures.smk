@@ -78,8 +78,7 @@ rule model_comparison:
 
 rule summary:
     input:
-        models="results/{dataset}/metrics/models.csv",
-        qc="results/{dataset}/qc.json",
+        unpack(summary_inputs),
     output:
         report(
             "results/{dataset}/summary.md",

@@ -5,7 +5,7 @@ localrules:
 
 rule train:
     input:
-        graph="results/{dataset}/graph/{split}.pt",
+        unpack(train_inputs),
     output:
         model="results/{dataset}/models/{split}/{model}/seed{seed}/model.pt",
         metrics="results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
