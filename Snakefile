@@ -18,7 +18,10 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/edge_features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/augment.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:

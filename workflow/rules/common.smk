@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, output lists, wildcard constraints.
+# Helpers shared by the rule files (config validation, output lists, wildcard constraints).
 import sys
 from pathlib import Path
 
@@ -31,6 +31,8 @@ ABLATION_GROUPS = (
     and len(config["edge_features"]["groups"]) > 1
     else []
 )
+# model gat_activa: the GAT on ACTIVA-topped-up training graphs (train_gat_activa, augment.smk)
+GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
 
 
 wildcard_constraints:
@@ -66,16 +68,19 @@ def model_runs(wildcards):
         "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
         dataset=wildcards.dataset,
         split=SPLITS,
-        model=MODELS,
+        model=GRAPH_MODELS,
         seed=SEEDS,
     )
+
+
+EXPLAIN_FIGURES = ["explain_top_genes", "explain_methods", "explain_edge_features", "explain_cell_types"]
 
 
 def figure_outputs():
     return expand(
         "results/{dataset}/figures/{fig}.{ext}",
         dataset=DATASET,
-        fig=["umap", "confusion_matrix", "model_comparison"],
+        fig=["umap", "confusion_matrix", "model_comparison", *EXPLAIN_FIGURES],
         ext=["png", "pdf"],
     )
 
@@ -95,6 +100,7 @@ def get_final_output():
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
         *evaluation,
+        f"results/{DATASET}/augment/metrics.json",
     ]
 
 
@@ -111,3 +117,83 @@ def preferred_split_predictions(wildcards):
         model=MODELS,
         seed=SEEDS,
     )
+
+
+def workflow_outputs():
+    """Every output path of this workflow's rules with {dataset} filled in and no other
+    wildcard left (used to find optional stages: explain, augment, edge-feature ablation)."""
+    import re
+
+    out = set()
+    for r in workflow.rules:
+        for f in r.output:
+            path = re.sub(r"\{dataset(,[^}]*)?\}", DATASET, str(f))
+            if "{" not in path:
+                out.add(path)
+    return out
+
+
+# ---- explain stage, summary and paper target
+EXPLAIN = config["explain"]
+EXPLAIN_SPLIT = EXPLAIN["split"] if EXPLAIN["split"] in SPLITS else PREFERRED_SPLIT
+
+
+def _explain_models(model, wildcards):
+    return expand(
+        "results/{dataset}/models/{split}/{model}/seed{seed}/model.pt",
+        dataset=wildcards.dataset,
+        split=EXPLAIN_SPLIT,
+        model=model,
+        seed=SEEDS,
+    )
+
+
+def explain_inputs(wildcards):
+    """Graph, truth and the checkpoints the configured methods need; edge features and the
+    attention model only when they are part of this run."""
+    methods = EXPLAIN["methods"]
+    inputs = {
+        "graph": f"results/{wildcards.dataset}/graph/{EXPLAIN_SPLIT}.pt",
+        "raw": f"results/{wildcards.dataset}/raw.h5ad",
+        "models": _explain_models(EXPLAIN["model"], wildcards),
+    }
+    if "attention" in methods and EXPLAIN["attention_model"] in MODELS:
+        inputs["attention"] = _explain_models(EXPLAIN["attention_model"], wildcards)
+    if EXPLAIN["edge_model"] in MODELS:
+        inputs["edge_models"] = _explain_models(EXPLAIN["edge_model"], wildcards)
+    if uses_edge_features(EXPLAIN["model"]) or "edge_models" in inputs:
+        inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{EXPLAIN_SPLIT}.pt"
+    ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
+    if ablation in workflow_outputs():
+        inputs["ablation"] = ablation
+    return inputs
+
+
+def uses_edge_features(model):
+    from cellgnn.models import MODELS as REGISTRY
+
+    return model in REGISTRY and REGISTRY[model].edge_features
+
+
+def summary_inputs(wildcards):
+    """Model table and QC, plus the explain and augment stages' tables when this workflow has them."""
+    inputs = {
+        "models": f"results/{wildcards.dataset}/metrics/models.csv",
+        "qc": f"results/{wildcards.dataset}/qc.json",
+    }
+    produced = workflow_outputs()
+    explain_run = f"results/{wildcards.dataset}/explain/run.json"
+    if explain_run in produced:
+        inputs["explain"] = explain_run
+    inputs["augment"] = sorted(
+        p
+        for p in produced
+        if p.startswith(f"results/{wildcards.dataset}/augment/") and p.endswith((".json", ".csv"))
+    )
+    return inputs
+
+
+def paper_figures(wildcards):
+    """Every PNG/PDF under results/<dataset>/figures/ that some rule writes, plus summary.md."""
+    figures = [p for p in workflow_outputs() if Path(p).parent.name == "figures" and Path(p).suffix in {".png", ".pdf"}]
+    return sorted(figures) + [f"results/{DATASET}/summary.md"]

@@ -1,3 +1,8 @@
+# collecting the metrics tables is cheap: run on the submit host
+localrules:
+    collect_metrics,
+
+
 rule train:
     input:
         unpack(train_inputs),

@@ -50,6 +50,7 @@ SEVERITY_CELL_TYPES = {
 TIMEPOINTS = (1, 2, 3)
 INFECTED_FRACTION = {1: 0.08, 2: 0.18, 3: 0.30}  # mean over cell types, scaled by susceptibility
 RESPONSE_STRENGTH = {1: 0.6, 2: 0.8, 3: 1.0}  # fraction of the full response reached at each dpi
+N_MARKERS = 25  # marker genes per cell type
 BYSTANDER_FACTOR = 0.5  # bystander interferon response relative to infected cells
 SEVERITY_LEVELS = {"healthy": 0.0, "moderate": 0.6, "severe": 1.0}
 
@@ -64,8 +65,8 @@ class _Programme:
 
 def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500, n_donors: int = 4,
              seed: int = 0, mean_library_size: float = 2000.0, dispersion: float = 0.3,
-             n_response_genes: int = 20, response_log2fc: float = 2.0,
-             batch_effect_sd: float = 0.25, sample_effect_sd: float = 0.15,
+             n_response_genes: int = 30, response_log2fc: float = 2.5,
+             batch_effect_sd: float = 0.25, sample_effect_sd: float = 0.3,
              low_quality_fraction: float = 0.02) -> ad.AnnData:
     """Simulate a study; return raw counts as AnnData (``obs``: label, donor, cell_type, condition).
 
@@ -78,7 +79,8 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
     if preset not in {"infection", "severity"}:
         raise CellgnnInputError(f"unknown simulation preset '{preset}'", field="data.simulate.preset",
                                 fix="use 'infection' or 'severity'")
-    n_min_genes = 13 + 60 + 6 * 3 * n_response_genes
+    n_core = max(1, n_response_genes // 3)
+    n_min_genes = 13 + N_MARKERS * 6 + n_response_genes + n_core + 6 * (n_response_genes - n_core) + 50
     if n_genes < n_min_genes:
         raise CellgnnInputError(f"n_genes={n_genes} is too small for the planted programmes",
                                 field="data.simulate.n_genes", fix=f"use at least {n_min_genes}")
@@ -97,17 +99,16 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
     base[mt_genes] *= 8.0
     base /= base.sum()
 
-    # cell-type markers: 10 genes per type after the MT block
+    # cell-type markers: N_MARKERS genes per type after the MT block
     marker_start = 13
     ct_log2 = np.zeros((len(ct_names), n_genes))
     for c in range(len(ct_names)):
-        g = np.arange(marker_start + 10 * c, marker_start + 10 * (c + 1))
-        ct_log2[c, g] = rng.uniform(2.0, 3.5, size=g.size)
-    free = np.arange(marker_start + 10 * len(ct_names), n_genes)
+        g = np.arange(marker_start + N_MARKERS * c, marker_start + N_MARKERS * (c + 1))
+        ct_log2[c, g] = rng.uniform(2.0, 4.0, size=g.size)
+    free = np.arange(marker_start + N_MARKERS * len(ct_names), n_genes)
     free = rng.permutation(free)
 
     # planted response programmes
-    n_core = max(1, n_response_genes // 3)
     ifn = _Programme(free[:n_response_genes], rng.uniform(0.7, 1.0, n_response_genes) * response_log2fc)
     core = _Programme(free[n_response_genes:n_response_genes + n_core],
                       rng.uniform(0.7, 1.0, n_core) * response_log2fc)

@@ -1,0 +1,46 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cellgnn.config import validate_config
+from cellgnn.errors import CellgnnInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_defaults_filled():
+    cfg = validate_config({})
+    assert cfg["dataset"] == "demo" and cfg["graph"]["k"] == 15 and cfg["data"]["keys"]["label"] == "label"
+    full = validate_config(default())
+    assert full["train"]["models"] == ["logreg", "mlp", "gcn", "gat"]
+
+
+def test_every_config_file_is_valid():
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        validate_config(yaml.safe_load(path.read_text()), source=str(path))
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda c: c.update(not_a_key=1), "(top level)"),
+    (lambda c: c["graph"].update(kk=3), "graph"),
+    (lambda c: c["graph"].update(k=0), "graph.k"),
+    (lambda c: c["graph"].update(k="ten"), "graph.k"),
+    (lambda c: c["train"].update(seeds=[]), "train.seeds"),
+    (lambda c: c["graph"].update(fractions={"train": 0.5, "val": 0.3, "test": 0.3}), "graph.fractions"),
+    (lambda c: c["train"].update(models=["gat", "nope"]), "train.models"),
+    (lambda c: c.update(device="tpu"), "device"),
+    (lambda c: c["data"].update(source="file"), "data.file.path"),
+])
+def test_bad_config_names_file_and_key(mutate, field):
+    cfg = copy.deepcopy(default())
+    mutate(cfg)
+    with pytest.raises(CellgnnInputError) as e:
+        validate_config(cfg, source="my.yaml")
+    msg = str(e.value)
+    assert "my.yaml" in msg and field in msg and "Fix:" in msg
