@@ -36,7 +36,11 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
         assert (res / f).stat().st_size > 0, f
     df = pd.read_csv(res / "metrics" / "models.csv")
     assert list(df.columns) == ["model", "split", "seed", "accuracy", "balanced_accuracy", "macro_f1", "auroc"]
-    assert len(df) == 2 * 2 * 2  # models × split modes × seeds
+    assert len(df) == (2 + 1) * 2 * 2  # (models + gat_activa) × split modes × seeds
+    assert set(df["model"]) == {"logreg", "gat", "gat_activa"}
+    for f in ["augment/activa.pt", "augment/synthetic.h5ad", "augment/metrics.json",
+              "augment/rare_population.csv", "augment/figures/rare_population_f1.pdf"]:
+        assert (res / f).stat().st_size > 0, f
     for split in ("cells", "donors"):
         m = json.loads((res / "models" / split / "gat" / "seed0" / "metrics.json").read_text())
         assert m["test"]["macro_f1"] > m["majority_baseline_test"]["macro_f1"] + 0.1

@@ -124,24 +124,49 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg.get("class_weights", True) else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
 
-    best = {"loss": float("inf"), "epoch": -1, "state": None}
-    history = []
-    bar = tqdm(range(cfg["max_epochs"]), desc=f"train {name}", mininterval=10, leave=False)
-    for epoch in bar:
-        model.train()
+    def step(xb, eib, eab, yb, mb) -> float:
         opt.zero_grad()
-        out = model(tr_x, tr_ei, tr_ea)
-        loss = loss_fn(out if tr_mask is None else out[tr_mask], tr_y if tr_mask is None else tr_y[tr_mask])
+        out = model(xb, eib, eab)
+        loss = loss_fn(out if mb is None else out[mb], yb if mb is None else yb[mb])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name}: training loss became {loss.item()} at epoch {epoch}; "
                                      "lower the learning rate")
         loss.backward()
         opt.step()
+        return float(loss.detach())
+
+    batching = cfg.get("batching", "full")
+    if batching == "cluster":  # Cluster-GCN mini-batches over the training graph (cellgnn.batching)
+        from .batching import cluster_batches, pca_partition
+
+        sub_pca = graph["pca"] if graph["graph_mode"] != "inductive" else graph["pca"][graph["train_mask"]]
+        sub = {"pca": sub_pca, "edge_index": tr_ei.cpu(), "x": tr_x.cpu(), "y": tr_y.cpu(),
+               "train_mask": (torch.ones(tr_x.shape[0], dtype=torch.bool) if tr_mask is None else tr_mask.cpu())}
+        num_parts = min(int(cfg.get("num_parts", 50)), tr_x.shape[0])
+        parts = pca_partition(sub_pca.numpy(), num_parts)
+
+    best = {"loss": float("inf"), "epoch": -1, "state": None}
+    history = []
+    bar = tqdm(range(cfg["max_epochs"]), desc=f"train {name}", mininterval=10, leave=False)
+    for epoch in bar:
+        model.train()
+        if batching == "cluster":
+            total, seen = 0.0, 0
+            for b in cluster_batches(sub, num_parts, int(cfg.get("parts_per_batch", 10)), seed + epoch, parts=parts):
+                mb = b["train_mask"].to(device)
+                if not bool(mb.any()):
+                    continue
+                eab = None if tr_ea is None else tr_ea[b["edge_ids"].to(device)]
+                total += step(b["x"].to(device), b["edge_index"].to(device), eab, b["y"].to(device), mb) * int(mb.sum())
+                seen += int(mb.sum())
+            train_loss = total / max(1, seen)
+        else:
+            train_loss = step(tr_x, tr_ei, tr_ea, tr_y, tr_mask)
         model.eval()
         with torch.no_grad():
             logits = model(x, ei, ea)
             val_loss = float(loss_fn(logits[val_mask], y[val_mask]))
-        history.append({"epoch": epoch, "train_loss": float(loss.detach()), "val_loss": val_loss})
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best["loss"] - 1e-6:
             best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         elif epoch - best["epoch"] >= cfg["patience"]:
@@ -171,8 +196,12 @@ def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- stage entry points
 def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: str, output,
-                 edge_features: str | None = None) -> TrainResult:
-    """Train ``name`` on the graph file and write ``output.model``, ``.metrics``, ``.predictions``."""
+                 edge_features: str | None = None, drop_group: str | None = None) -> TrainResult:
+    """Train ``name`` on the graph file and write ``output.model``, ``.metrics``, ``.predictions``.
+
+    drop_group: edge-feature ablation; train without that group of edge-feature columns
+    and record the run as model ``<name>_minus_<group>``.
+    """
     from .graph import load_graph
     from .io import torch_save, write_csv, write_json
     from .metrics import majority_baseline
@@ -180,12 +209,12 @@ def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: 
 
     get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
-    edge_attr = load_edge_features(edge_features, graph) if edge_features else None
+    edge_attr = load_edge_features(edge_features, graph, drop_group) if edge_features else None
     device = get_device(device_pref)
     result = train_model(graph, name, cfg, seed, device, edge_attr)
     y = graph["y"].numpy()
     metrics = {
-        "model": name, "split": graph["split_mode"], "seed": seed, "test": result.metrics,
+        "model": name if drop_group is None else f"{name}_minus_{drop_group}", "dropped_group": drop_group, "split": graph["split_mode"], "seed": seed, "test": result.metrics,
         "majority_baseline_test": majority_baseline(y[graph["train_mask"].numpy()], y[graph["test_mask"].numpy()],
                                                     len(graph["classes"])),
         "n_test_cells": int(graph["test_mask"].sum()), "best_epoch": result.best_epoch,
@@ -233,22 +262,22 @@ def load_model(path: str, graph: dict):
     return model, ckpt
 
 
-def load_edge_features(path: str, graph: dict) -> torch.Tensor:
-    """Load ``edge_attr [E, F]`` and check it is aligned with the graph's ``edge_index``."""
+def load_edge_features(path: str, graph: dict, drop_group: str | None = None) -> torch.Tensor:
+    """Load ``edge_attr [E, F]``, check it is aligned with the graph's ``edge_index``; optionally drop a group."""
+    from .edge_features import check_edge_features, select_groups
+
     try:
         ef = torch.load(path, weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise CellgnnInputError(f"cannot read edge features ({e})", file=str(path),
                                 fix="delete it and rerun the edge_features stage") from e
-    attr = ef["edge_attr"]
-    n_edges = graph["edge_index"].shape[1]
-    if attr.shape[0] != n_edges:
-        raise CellgnnInputError(f"{attr.shape[0]} rows of edge features but the graph has {n_edges} edges",
-                                file=str(path), field="edge_attr", fix="recompute the edge features from this graph")
-    if "edge_index" in ef and not torch.equal(ef["edge_index"], graph["edge_index"]):
-        raise CellgnnInputError("edge features were computed for a different edge order", file=str(path),
-                                field="edge_index", fix="recompute the edge features from this graph")
-    return attr.float()
+    check_edge_features(ef, graph, file=str(path))
+    if drop_group is not None:
+        if drop_group not in ef["groups"] or len(ef["groups"]) < 2:
+            raise CellgnnInputError(f"cannot drop group '{drop_group}' from {list(ef['groups'])}", file=str(path),
+                                    field="edge_features.groups", fix="ablate a computed group; keep at least one")
+        ef = select_groups(ef, [g for g in ef["groups"] if g != drop_group])
+    return ef["edge_attr"].float()
 
 
 def collect_metrics(metric_files: list[str], table_path: str, summary_path: str) -> pd.DataFrame:

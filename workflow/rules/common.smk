@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, output lists, wildcard constraints.
+# Helpers shared by the rule files (config validation, output lists, wildcard constraints).
 import sys
 from pathlib import Path
 
@@ -20,6 +20,19 @@ DATASET = config["dataset"]
 SPLITS = config["graph"]["split_modes"]
 MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
+# models that read edge_features/{split}.pt (ModelSpec.edge_features in cellgnn.models;
+# listed here so that parsing the workflow does not import torch)
+EDGE_FEATURE_MODELS = {"gat_ef", "gat_edge", "gcn_ef"}
+EVAL = config["evaluation"]
+RUN_EVALUATION = EVAL["model"] in MODELS
+ABLATION_GROUPS = (
+    config["edge_features"]["groups"]
+    if RUN_EVALUATION and EVAL["ablation"] and EVAL["model"] == "gat_ef"
+    and len(config["edge_features"]["groups"]) > 1
+    else []
+)
+# model gat_activa: the GAT on ACTIVA-topped-up training graphs (train_gat_activa, augment.smk)
+GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
 
 
 wildcard_constraints:
@@ -27,6 +40,26 @@ wildcard_constraints:
     split="|".join(SPLITS),
     model="|".join(MODELS),
     seed=r"\d+",
+    group="|".join(config["edge_features"]["groups"]),
+
+
+def train_inputs(wildcards):
+    """The graph, plus the edge features for models that need them."""
+    inputs = {"graph": f"results/{wildcards.dataset}/graph/{wildcards.split}.pt"}
+    if wildcards.model in EDGE_FEATURE_MODELS:
+        inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{wildcards.split}.pt"
+    return inputs
+
+
+def ablation_runs(wildcards):
+    """metrics.json of gat_ef retrained without each edge-feature group (empty when off)."""
+    return expand(
+        "results/{dataset}/models/{split}/gat_ef_minus_{group}/seed{seed}/metrics.json",
+        dataset=wildcards.dataset,
+        split=SPLITS,
+        group=ABLATION_GROUPS,
+        seed=SEEDS,
+    )
 
 
 def model_runs(wildcards):
@@ -35,7 +68,7 @@ def model_runs(wildcards):
         "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
         dataset=wildcards.dataset,
         split=SPLITS,
-        model=MODELS,
+        model=GRAPH_MODELS,
         seed=SEEDS,
     )
 
@@ -53,10 +86,21 @@ def figure_outputs():
 
 
 def get_final_output():
+    evaluation = (
+        [
+            f"results/{DATASET}/metrics/comparison.csv",
+            f"results/{DATASET}/metrics/ablation.csv",
+            f"results/{DATASET}/figures/edge_feature_evaluation.png",
+        ]
+        if RUN_EVALUATION
+        else []
+    )
     return [
         f"results/{DATASET}/metrics/models.csv",
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
+        *evaluation,
+        f"results/{DATASET}/augment/metrics.json",
     ]
 
 

@@ -1,5 +1,8 @@
+# cheap plotting/table rules run on the submit host, not as cluster jobs
 localrules:
     summary,
+    confusion_matrix,
+    model_comparison,
 
 
 rule umap:

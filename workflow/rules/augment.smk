@@ -1,0 +1,100 @@
+# ACTIVA augmentation of a chosen population, the scGAN baseline, and the rare-population
+# experiment (src/cellgnn/augment/). Reads the graph stage's split; never re-splits.
+
+
+rule augment:
+    input:
+        adata="results/{dataset}/preprocessed.h5ad",
+        graph=f"results/{{dataset}}/graph/{config['augment']['split']}.pt",
+    output:
+        model="results/{dataset}/augment/activa.pt",
+        synthetic="results/{dataset}/augment/synthetic.h5ad",
+        metrics="results/{dataset}/augment/metrics.json",
+        rare="results/{dataset}/augment/rare_population.csv",
+        umap=report(
+            "results/{dataset}/augment/figures/umap_real_synthetic.png",
+            caption="../report/augment_umap.rst",
+            category="Augmentation",
+            labels={"figure": "UMAP real + synthetic"},
+        ),
+        umap_pdf="results/{dataset}/augment/figures/umap_real_synthetic.pdf",
+        auc=report(
+            "results/{dataset}/augment/figures/real_vs_synthetic_auc.png",
+            caption="../report/augment_auc.rst",
+            category="Augmentation",
+            labels={"figure": "real-vs-synthetic AUC"},
+        ),
+        auc_pdf="results/{dataset}/augment/figures/real_vs_synthetic_auc.pdf",
+        rare_plot=report(
+            "results/{dataset}/augment/figures/rare_population_f1.png",
+            caption="../report/augment_rare.rst",
+            category="Augmentation",
+            labels={"figure": "rare-population F1"},
+        ),
+        rare_plot_pdf="results/{dataset}/augment/figures/rare_population_f1.pdf",
+    log:
+        "logs/{dataset}/augment/augment.log",
+    benchmark:
+        "benchmarks/{dataset}/augment/augment.tsv"
+    params:
+        augment=config["augment"],
+        seed=config["seed"],
+        device=config["device"],
+        checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/augment.py"
+
+
+rule augment_topup:
+    # synthetic training cells for the rare classes of one graph split (model gat_activa)
+    input:
+        adata="results/{dataset}/preprocessed.h5ad",
+        graph="results/{dataset}/graph/{split}.pt",
+    output:
+        "results/{dataset}/augment/topup/{split}.pt",
+    log:
+        "logs/{dataset}/augment/topup_{split}.log",
+    benchmark:
+        "benchmarks/{dataset}/augment/topup_{split}.tsv"
+    params:
+        augment=config["augment"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/augment_topup.py"
+
+
+rule train_gat_activa:
+    # the GAT trained on the topped-up training graph; evaluated on real test cells
+    input:
+        graph="results/{dataset}/graph/{split}.pt",
+        topup="results/{dataset}/augment/topup/{split}.pt",
+        gat_predictions="results/{dataset}/models/{split}/gat/seed{seed}/predictions.csv",
+    output:
+        model="results/{dataset}/models/{split}/gat_activa/seed{seed}/model.pt",
+        metrics="results/{dataset}/models/{split}/gat_activa/seed{seed}/metrics.json",
+        predictions="results/{dataset}/models/{split}/gat_activa/seed{seed}/predictions.csv",
+    log:
+        "logs/{dataset}/train/{split}/gat_activa/seed{seed}.log",
+    benchmark:
+        "benchmarks/{dataset}/train/{split}/gat_activa/seed{seed}.tsv"
+    params:
+        train=config["train"],
+        device=config["device"],
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/train_gat_activa.py"
