@@ -622,40 +622,44 @@ def per_cell_type_accuracy(pred: np.ndarray, y: np.ndarray, cell_type: np.ndarra
 
 # ----------------------------------------------------------------------------- edge features
 
-def read_ablation(path: str | Path) -> pd.DataFrame | None:
-    """Edge-feature group importance by ablation from the edge-feature stage's ``ablation.csv``.
+def read_ablation(path: str | Path, split: str | None = None) -> pd.DataFrame | None:
+    """Edge-feature group importance by ablation from the evaluation stage's ``ablation.csv``.
 
-    Accepts a table with a ``group`` column (the group left out; ``none``/``full``/empty
-    for the full model) and a metric (``macro_f1``, else ``accuracy``) and optionally
-    ``seed``; importance = metric of the full model − metric without the group, mean over
-    seeds. Returns ``group, importance, metric`` or None when the file is absent.
+    The evaluation stage writes one row per split × group with ``mean_diff`` = metric of
+    the model retrained without the group − metric of the full model (``ci_low``,
+    ``ci_high``: its 95% interval over seeds); importance = −mean_diff (positive: the
+    group helped). Rows of ``split`` only, when the table has a ``split`` column. Also
+    accepted: per-run rows with ``group`` (``none`` = full model) and ``macro_f1`` /
+    ``accuracy``. Returns ``group, importance, low, high, metric`` or None when absent.
     """
     path = Path(path)
     if not path.exists():
         return None
     df = pd.read_csv(path)
-    gcol = next((c for c in ("group", "dropped_group", "ablated", "without") if c in df.columns), None)
-    if gcol is None:
+    if "group" not in df.columns:
         raise CellgnnInputError("no group column", file=str(path), field="group",
                                 fix="write ablation.csv with a 'group' column naming the left-out group")
-    delta_col = next((c for c in df.columns if c.startswith("delta_")), None)
-    df[gcol] = df[gcol].fillna("none").astype(str)
-    if delta_col is not None:
-        out = df.groupby(gcol)[delta_col].mean()
-        imp = -out if out.mean() < 0 else out
-        return pd.DataFrame({"group": imp.index, "importance": imp.to_numpy(), "metric": delta_col})
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if "mean_diff" in df.columns:
+        metric = str(df["metric"].iloc[0]) if "metric" in df.columns and len(df) else "metric"
+        low = -df["ci_high"] if "ci_high" in df.columns else -df["mean_diff"]
+        high = -df["ci_low"] if "ci_low" in df.columns else -df["mean_diff"]
+        return pd.DataFrame({"group": df["group"].astype(str).to_numpy(), "importance": -df["mean_diff"].to_numpy(),
+                             "low": low.to_numpy(), "high": high.to_numpy(), "metric": metric})
     metric = next((c for c in ("macro_f1", "balanced_accuracy", "accuracy") if c in df.columns), None)
     if metric is None:
-        raise CellgnnInputError("no metric column", file=str(path), field="macro_f1",
-                                fix="write ablation.csv with macro_f1 or accuracy per group")
-    full_names = {"none", "full", "", "all"}
-    full = df[df[gcol].str.lower().isin(full_names)]
-    if full.empty:
-        raise CellgnnInputError("no row for the full model", file=str(path), field=gcol,
+        raise CellgnnInputError("no metric column", file=str(path), field="mean_diff",
+                                fix="write ablation.csv with mean_diff, or macro_f1 / accuracy per group")
+    groups = df["group"].fillna("none").astype(str)
+    full = groups.str.lower().isin({"none", "full", "", "all"})
+    if not full.any():
+        raise CellgnnInputError("no row for the full model", file=str(path), field="group",
                                 fix="add rows with group 'none' for the model with every group")
-    ref = full[metric].mean()
-    abl = df[~df[gcol].str.lower().isin(full_names)].groupby(gcol)[metric].mean()
-    return pd.DataFrame({"group": abl.index, "importance": (ref - abl).to_numpy(), "metric": metric})
+    ref = df.loc[full, metric].mean()
+    abl = df[~full].groupby(groups[~full])[metric].mean()
+    imp = (ref - abl).to_numpy()
+    return pd.DataFrame({"group": abl.index, "importance": imp, "low": imp, "high": imp, "metric": metric})
 
 
 # ----------------------------------------------------------------------------- checks
@@ -843,7 +847,8 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     write_csv(pd.concat(gx_edges, ignore_index=True) if gx_edges else
               pd.DataFrame(columns=["cell", "source", "target", "mask", "seed"]), out_dir / "gnnexplainer_edges.csv")
     write_csv(pd.concat(edge_rows, ignore_index=True) if edge_rows else
-              pd.DataFrame(columns=["method", "seed", "group", "importance"]), out_dir / "edge_features.csv")
+              pd.DataFrame(columns=["method", "seed", "group", "importance", "low", "high"]),
+              out_dir / "edge_features.csv")
     run = {"methods": methods, "cells_from": subset, "n_cells": int(cells.size), "classes": explain_classes,
            "model_seeds": sorted(int(s) for s in inp.models), "graph": inp.graph_path, "notes": notes,
            "summary": summary.to_dict(orient="records")}
@@ -902,12 +907,12 @@ def _cell_type_table(res: IGResult, y, ct, classes, cell_types, explain_classes,
 def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.DataFrame]:
     out = []
     if inp.ablation_path:
-        abl = read_ablation(inp.ablation_path)
+        abl = read_ablation(inp.ablation_path, split=inp.graph.get("split_mode"))
         if abl is None:
             notes.append(f"edge features: {inp.ablation_path} absent (edge-feature ablation not run); ablation importance skipped")
         else:
             out.append(pd.DataFrame({"method": "ablation", "seed": "", "group": abl["group"],
-                                     "importance": abl["importance"]}))
+                                     "importance": abl["importance"], "low": abl["low"], "high": abl["high"]}))
     if inp.edge_features is None or not inp.edge_models:
         notes.append("edge features: no edge features or no model trained with them; weight-based importance skipped")
         return out
@@ -916,7 +921,9 @@ def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.Da
         model = inp.load_model(path, inp.graph)
         imp, name = edge_group_weights(model, inp.edge_features["edge_attr"].shape[1], groups)
         LOG.info("seed %s: edge-feature weights from %s", seed, name)
-        out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": list(imp.values())}))
+        v = list(imp.values())
+        out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": v,
+                                 "low": v, "high": v}))
     return out
 
 
