@@ -283,6 +283,7 @@ def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: 
 
     get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
+    check_split_classes(graph, str(graph_path))
     edge_attr = load_edge_features(edge_features, graph, drop_group) if edge_features else None
     device = get_device(device_pref)
     resume = resume_path(output.model)
@@ -302,6 +303,18 @@ def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: 
     resume.unlink(missing_ok=True)
     LOG.info("%s/%s seed %d test: %s", graph["split_mode"], name, seed, result.metrics)
     return result
+
+
+def check_split_classes(graph: dict, where: str) -> None:
+    """Refuse a graph whose train or test cells lack a class: its test metrics would silently skip it."""
+    y = graph["y"].numpy()
+    for split in ("train", "test"):
+        present = set(np.unique(y[graph[f"{split}_mask"].numpy()]).tolist())
+        missing = [c for i, c in enumerate(graph["classes"]) if i not in present]
+        if missing:
+            raise CellgnnInputError(f"the {split} split has no cells of class(es) {missing}", file=where,
+                                    field=f"{split}_mask", fix="rebuild the graph with the graph stage (it stratifies "
+                                    "the split), add cells of those classes, or drop the classes")
 
 
 def resume_path(model_path: str | Path) -> Path:
