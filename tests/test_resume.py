@@ -96,3 +96,48 @@ def test_resume_from_a_truncated_checkpoint_starts_afresh(graphs, tmp_path):
     ck.write_bytes(b"\x80\x02 not a checkpoint")
     res = train_model(graphs["cells"], "mlp", dict(CFG, max_epochs=6), 0, resume=ck)
     assert res.resumed_from_epoch is None and len(res.history) == 6
+
+
+def test_aux_gat_pretraining_resumes_to_identical_attention(tmp_path, monkeypatch):
+    """Edge-feature pretraining interrupted right after its first checkpoint continues to the same α."""
+    import cellgnn.io
+    from cellgnn.edge_features.attention import attention_features
+    from edgefeat_fixtures import make_graph
+
+    g = make_graph(n=80)
+    kw = dict(heads=2, hidden=4, epochs=9, seed=3, name="celltype")
+    target, train = g["cell_type"].numpy(), g["train_mask"].numpy()
+    ref = attention_features(g, target, train, **kw)
+
+    ck = tmp_path / "cells.celltype_resume.pt"
+    real_save = cellgnn.io.torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    monkeypatch.setattr(cellgnn.io, "torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        attention_features(g, target, train, checkpoint=ck, checkpoint_every=4, **kw)
+    monkeypatch.setattr(cellgnn.io, "torch_save", real_save)
+    assert torch.load(ck, weights_only=False)["epoch"] == 3
+    resumed = attention_features(g, target, train, checkpoint=ck, checkpoint_every=4, **kw)
+    np.testing.assert_array_equal(resumed, ref)
+    # a finished checkpoint of another target is not continued from
+    other = attention_features(g, g["donor"].numpy(), train, checkpoint=ck, checkpoint_every=4, **kw)
+    np.testing.assert_array_equal(other, attention_features(g, g["donor"].numpy(), train, **kw))
+
+
+def test_edge_feature_stage_removes_its_resume_files(tmp_path):
+    from cellgnn.edge_features import edge_features_stage
+    from edgefeat_fixtures import make_graph
+
+    g = make_graph(n=60)
+    gpath = tmp_path / "graph" / "cells.pt"
+    gpath.parent.mkdir()
+    torch.save(g, gpath)
+    out = tmp_path / "edge_features" / "cells.pt"
+    cfg = {"groups": ["celltype_attention", "curvature"], "heads": 2, "hidden": 4, "aux_epochs": 6,
+           "checkpoint_every": 2}
+    edge_features_stage(str(gpath), str(out), cfg, seed=0, device="cpu")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cells.pt"]
