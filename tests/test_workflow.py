@@ -86,6 +86,6 @@ def test_bad_data_stops_with_one_clear_message_and_no_output(tmp_path):
     res = snakemake("--cores", "1", "--configfile", str(cfg), "--directory", str(tmp_path), check=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "expected raw UMI counts" in out and "mine" in out
-    assert not (tmp_path / "results" / "mine" / "preprocessed.h5ad").exists()
+    assert "not raw counts" in out and "mine.h5ad" in out and "Fix:" in out
+    assert not (tmp_path / "results" / "mine" / "raw.h5ad").exists()
     assert list((tmp_path / "results" / "mine").glob("*.tmp*")) == []
