@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellgnn.config import validate_config  # noqa: E402
 from cellgnn.errors import CellgnnInputError  # noqa: E402
+from cellgnn.provenance import git_state  # noqa: E402
 
 try:
     validate_config(
@@ -17,6 +18,7 @@ except CellgnnInputError as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
 DATASET = config["dataset"]
+GIT_STATE = git_state(workflow.basedir)  # recorded by rule provenance
 SPLITS = config["graph"]["split_modes"]
 MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
@@ -101,6 +103,8 @@ def get_final_output():
         *figure_outputs(),
         *evaluation,
         f"results/{DATASET}/augment/metrics.json",
+        f"results/{DATASET}/provenance/config.yaml",
+        f"results/{DATASET}/provenance/provenance.json",
     ]
 
 
