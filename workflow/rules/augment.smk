@@ -41,7 +41,7 @@ rule augment:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
-    threads: 2
+    threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
     resources:
         gpu=1,
     conda:
@@ -65,7 +65,7 @@ rule augment_topup:
         augment=config["augment"],
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
     resources:
         gpu=1,
     conda:

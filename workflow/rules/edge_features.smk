@@ -15,7 +15,7 @@ rule edge_features:
     params:
         cfg=config["edge_features"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     conda:
