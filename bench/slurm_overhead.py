@@ -1,7 +1,9 @@
 """Wall time of the tiny end-to-end config on the local executor vs on a one-node SLURM.
 
-    python bench/slurm_overhead.py            (as root; starts and stops its own cluster,
-                                               or uses the one named by $SLURM_CONF)
+    python bench/slurm_overhead.py [TARGET ...]   (as root; starts and stops its own
+                                                   cluster, or uses $SLURM_CONF's)
+
+TARGETs (default: the whole workflow) limit both runs to those outputs.
 
 Runs, one after the other on this machine: start the cluster (tests/slurm/start_cluster.sh),
 the local run (profiles/default, --cores = this machine's CPUs) and the SLURM run
@@ -43,7 +45,7 @@ def metrics(workdir: Path) -> dict[str, pd.DataFrame]:
     return {f.name: pd.read_csv(f) for f in sorted((workdir / "results" / ds / "metrics").glob("*.csv"))}
 
 
-def main() -> None:
+def main(targets: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cellgnn-bench-slurm-"))
     state = None
     t0 = time.perf_counter()
@@ -59,13 +61,13 @@ def main() -> None:
         cores = str(os.cpu_count())
         local_dir = copy_workflow(tmp / "local")
         env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-        local = run_snakemake(local_dir, ["--workflow-profile", "profiles/default", "--cores", cores,
+        local = run_snakemake(local_dir, [*targets, "--workflow-profile", "profiles/default", "--cores", cores,
                                           "--configfile", TINY], env)
         assert local.returncode == 0, local.output[-3000:]
 
         slurm_dir = copy_workflow(tmp / "slurm")
         profile = make_test_profile(cluster, slurm_dir / "test-profile" / "config.yaml")
-        remote = run_snakemake(slurm_dir, ["--workflow-profile", str(profile), "--configfile", TINY],
+        remote = run_snakemake(slurm_dir, [*targets, "--workflow-profile", str(profile), "--configfile", TINY],
                                cluster.env)
         assert remote.returncode == 0, remote.output[-3000:]
     finally:
@@ -78,7 +80,7 @@ def main() -> None:
     )
     n_jobs = len(remote.submissions)
     slurm_total = t_cluster + remote.seconds
-    print(f"config {TINY}; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"config {TINY}, targets {targets or 'all'}; machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"cluster start          {t_cluster:8.1f} s")
     print(f"local run  (--cores {cores}) {local.seconds:8.1f} s  ({len(local.jobs)} jobs)")
     print(f"slurm run              {remote.seconds:8.1f} s  ({n_jobs} SLURM jobs, "
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

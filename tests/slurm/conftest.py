@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +53,7 @@ def _describe(conf: str) -> Cluster | None:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory) -> Cluster:
+def slurm_cluster() -> Cluster:
     conf = os.environ.get("SLURM_CONF")
     if conf:
         cluster = _describe(conf)
@@ -61,7 +64,8 @@ def slurm_cluster(tmp_path_factory) -> Cluster:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         _unavailable("no $SLURM_CONF and not root: cannot start a test cluster "
                      "(run tests/slurm/run_ci_slurm.sh as root)")
-    state = tmp_path_factory.mktemp("slurm-cluster")
+    # not under pytest's basetemp: a concurrent pytest session may rotate that away
+    state = Path(tempfile.mkdtemp(prefix="cellgnn-slurm-"))
     start = subprocess.run([str(HERE / "start_cluster.sh"), str(state)], capture_output=True,
                            text=True, stdin=subprocess.DEVNULL, timeout=900)
     if start.returncode != 0:
@@ -76,3 +80,17 @@ def slurm_cluster(tmp_path_factory) -> Cluster:
         subprocess.run([str(HERE / "stop_cluster.sh"), str(state)], timeout=120)
 
 
+@pytest.fixture(scope="session")
+def scratch():
+    """Make fresh directories for workflow copies, outside pytest's basetemp (which a
+    concurrent pytest session may rotate away during these long tests)."""
+    root = Path(tempfile.mkdtemp(prefix="cellgnn-slurm-tests-"))
+    counter = iter(range(10**6))
+
+    def make(name: str) -> Path:
+        path = root / f"{name}{next(counter)}"
+        path.mkdir()
+        return path
+
+    yield make
+    shutil.rmtree(root, ignore_errors=True)

@@ -68,8 +68,8 @@ def explain(run: Run) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> tuple[Path, Run]:
-    workdir = copy_workflow(tmp_path_factory.mktemp("local"))
+def local_run(scratch) -> tuple[Path, Run]:
+    workdir = copy_workflow(scratch("local"))
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     run = run_snakemake(workdir, ["--workflow-profile", "profiles/default", "--cores", "2",
                                   "--configfile", TINY_CONFIG], env)
@@ -78,8 +78,8 @@ def local_run(tmp_path_factory) -> tuple[Path, Run]:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster: Cluster, tmp_path_factory) -> tuple[Path, Run]:
-    workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
+def slurm_run(slurm_cluster: Cluster, scratch) -> tuple[Path, Run]:
+    workdir = copy_workflow(scratch("slurm"))
     run = run_snakemake(workdir, slurm_args(slurm_cluster, workdir), slurm_cluster.env)
     assert run.returncode == 0, explain(run)
     return workdir, run
@@ -125,8 +125,8 @@ def test_slurm_metrics_equal_local_metrics(slurm_run, local_run):
         pd.testing.assert_frame_equal(remote[name], local[name], check_exact=False, rtol=1e-6, atol=1e-9)
 
 
-def test_bad_partition_and_memory_fail_clearly_and_rerun_resumes(slurm_cluster: Cluster, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+def test_bad_partition_and_memory_fail_clearly_and_rerun_resumes(slurm_cluster: Cluster, scratch):
+    workdir = copy_workflow(scratch("wf"))
     slurm_logs = workdir / ".snakemake" / "slurm_logs" / f"rule_{FAIL_RULE}"
 
     # 1. a partition that does not exist: upstream rules finish, FAIL_RULE is refused
@@ -162,8 +162,8 @@ def test_bad_partition_and_memory_fail_clearly_and_rerun_resumes(slurm_cluster: 
     assert mtimes(workdir, finished) == before
 
 
-def test_job_killed_for_memory_is_retried_with_more(slurm_cluster: Cluster, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+def test_job_killed_for_memory_is_retried_with_more(slurm_cluster: Cluster, scratch):
+    workdir = copy_workflow(scratch("wf"))
     # attempt 1 gets 350 MB, too little for a Python job that loads the data stack;
     # the node kills it (OverMemoryKill) and the retry gets 8 GB
     args = slurm_args(slurm_cluster, workdir,
@@ -182,8 +182,8 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster: Cluster, tmp_
     assert "exceeded memory limit" in first_log.read_text()
 
 
-def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, scratch):
+    workdir = copy_workflow(scratch("wf"))
     args = slurm_args(slurm_cluster, workdir, targets=INTERRUPT_TARGETS)
     t0 = time.perf_counter()
     proc = subprocess.Popen(snakemake_cmd(workdir, args), cwd=workdir, env=slurm_cluster.env,
