@@ -1,3 +1,8 @@
+# the paired comparison and its figure are cheap: run on the submit host
+localrules:
+    evaluate,
+
+
 rule edge_features:
     input:
         graph="results/{dataset}/graph/{split}.pt",
