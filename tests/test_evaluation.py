@@ -42,7 +42,7 @@ def test_paired_comparison_is_paired_by_seed():
 
 def test_ablation_table_signs():
     abl = ablation_table(_df()).set_index("group")
-    assert abl.loc["node2vec", "mean_diff"] == pytest.approx(-0.05)
+    assert abl.loc["node2vec", "mean_diff"] == pytest.approx(-0.05) == abl.loc["node2vec", "delta_macro_f1"]
     assert abl.loc["curvature", "mean_diff"] == 0 and abl.loc["curvature", "p_value"] == 1.0
 
 

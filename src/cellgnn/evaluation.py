@@ -91,18 +91,20 @@ def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "ma
 def ablation_table(df: pd.DataFrame, full: str = "gat_ef", metric: str = "macro_f1") -> pd.DataFrame:
     """Paired change of ``metric`` when ``full`` is retrained without each edge-feature group.
 
-    Rows per (split, group): ``mean_diff`` = ablated − full (negative: the group helped).
+    Rows per (split, group): ``mean_diff`` = ablated − full (negative: the group helped),
+    repeated as ``delta_<metric>`` for readers that look for that name (cellgnn.explain).
     """
     ablated = sorted(m for m in df["model"].unique() if m.startswith(ABLATION_PREFIX))
     out = []
     for m in ablated:
         t = paired_comparison(df, m, [full], metric)
         t.insert(1, "group", m[len(ABLATION_PREFIX):])
+        t[f"delta_{metric}"] = t["mean_diff"]
         out.append(t)
     if not out:
         return pd.DataFrame(columns=["split", "group", "model", "baseline", "metric", "n_seeds", "seeds",
                                      "mean_model", "mean_baseline", "mean_diff", "ci_low", "ci_high", "t",
-                                     "p_value"])
+                                     "p_value", f"delta_{metric}"])
     return pd.concat(out, ignore_index=True)
 
 

@@ -1,3 +1,8 @@
+# the paired comparison / ablation table and its figure are cheap: run on the submit host
+localrules:
+    evaluate,
+
+
 rule edge_features:
     input:
         graph="results/{dataset}/graph/{split}.pt",
@@ -10,7 +15,7 @@ rule edge_features:
     params:
         cfg=config["edge_features"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     conda:
