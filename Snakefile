@@ -16,9 +16,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/graph.smk"
+include: "workflow/rules/edge_features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/augment.smk"
+include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:

@@ -10,7 +10,8 @@ from cellgnn.utils import LOG, run_rule  # noqa: E402
 
 
 def main(smk):
-    adata = load_dataset(smk.params.data, workdir=".")
+    # downloads are kept in resources/<dataset>/ (not a rule output: a failed run never deletes them)
+    adata = load_dataset(smk.params.data, workdir=Path("resources") / smk.wildcards.dataset)
     LOG.info("loaded %s", describe(adata))
     write_h5ad(adata, smk.output[0])
 

@@ -11,7 +11,8 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    graph = build_graph(ad.read_h5ad(smk.input[0]), smk.params.graph, smk.wildcards.split, smk.params.seed)
+    graph = build_graph(ad.read_h5ad(smk.input[0]), smk.params.graph, smk.wildcards.split, smk.params.seed,
+                        n_jobs=smk.threads)
     save_graph(graph, smk.output[0])
 
 

@@ -6,17 +6,14 @@ import torch
 
 torch.set_num_threads(1)
 
-PRE_CFG = dict(expect_counts=True, min_genes=50, min_cells=3, max_mito_fraction=0.2, target_sum=1e4,
-               transform="log1p", hvg=None, n_pcs=20)
-GRAPH_CFG = dict(k=10, metric="euclidean", n_pcs=20, self_loops=True, graph_mode="inductive",
-                 fractions=dict(train=0.7, val=0.15, test=0.15), knn_method="exact")
+from sim_config import GRAPH_CFG, PRE_CFG  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def sim():
     from cellgnn.data import simulate
 
-    return simulate(n_cells=800, n_genes=600, n_donors=4, n_response_genes=12, seed=1)
+    return simulate(n_cells=800, n_genes=600, n_donors=4, n_response_genes=12, response_log2fc=3.5, seed=1)
 
 
 @pytest.fixture(scope="session")

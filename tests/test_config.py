@@ -16,7 +16,7 @@ def default():
 
 def test_default_config_is_valid_and_defaults_filled():
     cfg = validate_config({})
-    assert cfg["dataset"] == "demo" and cfg["graph"]["k"] == 15 and cfg["data"]["keys"]["label"] == "label"
+    assert cfg["dataset"] == "demo" and cfg["graph"]["k"] == 12 and cfg["data"]["keys"]["label"] == "label"
     full = validate_config(default())
     assert full["train"]["models"] == ["logreg", "mlp", "gcn", "gat"]
 

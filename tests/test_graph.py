@@ -6,7 +6,7 @@ import torch
 from cellgnn.errors import CellgnnInputError
 from cellgnn.graph import build_graph, knn_graph, load_graph, save_graph, sort_edges, split_cells
 
-from conftest import GRAPH_CFG
+from sim_config import GRAPH_CFG
 
 
 def test_graph_is_symmetric_weighted_with_explicit_self_loops(graphs):

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from cellgnn.errors import CellgnnInputError
 from cellgnn.preprocess import preprocess
 
-from conftest import PRE_CFG
+from sim_config import PRE_CFG
 
 
 def test_qc_counts_removed_per_reason(sim, pre):

@@ -18,7 +18,7 @@ import torch
 
 from .errors import CellgnnInputError
 from .io import torch_save
-from .knn import knn_search
+from .knn import DEFAULT_ANN_THRESHOLD, knn_search
 
 LOG = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -97,16 +97,19 @@ def _assign_donors(out: np.ndarray, donors: np.ndarray, chosen, name: str) -> No
 
 # ---------------------------------------------------------------- kNN graph
 def knn_graph(points: np.ndarray, k: int, metric: str = "euclidean", self_loops: bool = True,
-              method: str = "exact", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              method: str = "exact", seed: int = 0, n_jobs: int = 1,
+              ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric weighted kNN graph on ``points [N, D]``.
 
     Weights are UMAP-style fuzzy memberships ``exp(-(d - rho_i) / sigma_i)`` (rho: distance to
     the nearest neighbour, sigma: mean excess distance), symmetrized by fuzzy union
     ``a + b - ab``, so they lie in (0, 1]. Returns ``edge_index int64 [2, E]`` (both
-    directions, sorted by target then source) and ``edge_weight float32 [E]``.
+    directions, sorted by target then source) and ``edge_weight float32 [E]``. ``method``,
+    ``n_jobs``, ``ann_threshold``: see :func:`cellgnn.knn.knn_search`.
     """
     n = points.shape[0]
-    idx, dist = knn_search(points, k, metric=metric, method=method, seed=seed)
+    idx, dist = knn_search(points, k, metric=metric, method=method, seed=seed, n_jobs=n_jobs,
+                           ann_threshold=ann_threshold)
     rho = dist[:, :1]
     excess = np.maximum(dist - rho, 0.0)
     sigma = np.maximum(excess.mean(axis=1, keepdims=True), 1e-8)
@@ -135,12 +138,14 @@ def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, 
 
 
 # ---------------------------------------------------------------- full stage
-def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int) -> dict:
+def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int, n_jobs: int = 1) -> dict:
     """Split the cells and build the graph dict of the contract (see CONTRIBUTING.md).
 
     cfg keys: ``k``, ``metric``, ``n_pcs``, ``self_loops``, ``graph_mode``
-    (``inductive`` | ``transductive``), ``fractions``, ``knn_method``.
+    (``inductive`` | ``transductive``), ``fractions``, ``knn_method``, ``ann_threshold``.
+    n_jobs: threads for the kNN search.
     """
+    knn_kw = {"n_jobs": n_jobs, "ann_threshold": cfg.get("ann_threshold", DEFAULT_ANN_THRESHOLD)}
     if "X_pca" not in adata.obsm:
         raise CellgnnInputError("no obsm['X_pca']", file="preprocessed.h5ad", field="obsm.X_pca",
                                 fix="run the preprocess stage first")
@@ -148,13 +153,14 @@ def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int) -> dic
     pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
     n = adata.n_obs
     if cfg["graph_mode"] == "transductive":
-        edge_index, edge_weight = knn_graph(pca, cfg["k"], cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed)
+        edge_index, edge_weight = knn_graph(pca, cfg["k"], cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed,
+                                              **knn_kw)
     elif cfg["graph_mode"] == "inductive":
         parts_ei, parts_w = [], []
         for s in SPLITS:
             nodes = np.flatnonzero(split == s)
             k = min(cfg["k"], nodes.size - 1)
-            ei, w = knn_graph(pca[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed)
+            ei, w = knn_graph(pca[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed, **knn_kw)
             parts_ei.append(nodes[ei])
             parts_w.append(w)
         edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))

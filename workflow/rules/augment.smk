@@ -45,7 +45,7 @@ rule augment:
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/augment.py"
 
@@ -69,7 +69,7 @@ rule augment_topup:
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/augment_topup.py"
 
@@ -95,6 +95,6 @@ rule train_gat_activa:
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/train_gat_activa.py"

@@ -1,3 +1,8 @@
+# downloads need the internet, which cluster compute nodes often lack: run on the submit host
+localrules:
+    data,
+
+
 rule data:
     output:
         "results/{dataset}/raw.h5ad",

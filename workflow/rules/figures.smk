@@ -1,5 +1,8 @@
+# cheap plotting/table rules run on the submit host, not as cluster jobs
 localrules:
     summary,
+    confusion_matrix,
+    model_comparison,
 
 
 rule umap:
@@ -75,8 +78,7 @@ rule model_comparison:
 
 rule summary:
     input:
-        models="results/{dataset}/metrics/models.csv",
-        qc="results/{dataset}/qc.json",
+        unpack(summary_inputs),
     output:
         report(
             "results/{dataset}/summary.md",

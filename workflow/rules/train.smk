@@ -1,6 +1,11 @@
+# collecting the metrics tables is cheap: run on the submit host
+localrules:
+    collect_metrics,
+
+
 rule train:
     input:
-        graph="results/{dataset}/graph/{split}.pt",
+        unpack(train_inputs),
     output:
         model="results/{dataset}/models/{split}/{model}/seed{seed}/model.pt",
         metrics="results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",

@@ -26,8 +26,11 @@ from .simulate import simulate
 __all__ = ["load_dataset", "simulate", "standardize_obs", "load_pbmc68k"]
 
 
-def load_dataset(cfg: dict, workdir: str | Path = ".") -> ad.AnnData:
-    """Load the dataset described by the config's ``data`` section; return raw-contract AnnData."""
+def load_dataset(cfg: dict, workdir: str | Path = "resources") -> ad.AnnData:
+    """Load the dataset described by the config's ``data`` section; return raw-contract AnnData.
+
+    workdir: where ``url`` / ``samplesheet`` sources keep their downloads (``resources/<dataset>``).
+    """
     source = cfg["source"]
     keys = cfg.get("keys", {})
     if source == "simulate":
@@ -36,14 +39,7 @@ def load_dataset(cfg: dict, workdir: str | Path = ".") -> ad.AnnData:
     elif source == "pbmc68k":
         adata = load_pbmc68k()
         where = "scanpy pbmc68k_reduced"
-    elif source == "file":
-        from .readers import read_counts
-
-        path = cfg["file"]["path"]
-        adata = read_counts(path, cfg["file"].get("format", "auto"))
-        adata.uns.setdefault("cellgnn", {})["source"] = {"kind": "file", "path": str(path)}
-        where = str(path)
-    elif source in {"url", "samplesheet"}:
+    elif source in {"file", "url", "samplesheet"}:
         from .sources import load_source
 
         adata = load_source(cfg, workdir)

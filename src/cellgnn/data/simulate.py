@@ -66,7 +66,7 @@ class _Programme:
 def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500, n_donors: int = 4,
              seed: int = 0, mean_library_size: float = 2000.0, dispersion: float = 0.3,
              n_response_genes: int = 30, response_log2fc: float = 2.5,
-             batch_effect_sd: float = 0.25, sample_effect_sd: float = 0.15,
+             batch_effect_sd: float = 0.25, sample_effect_sd: float = 0.3,
              low_quality_fraction: float = 0.02) -> ad.AnnData:
     """Simulate a study; return raw counts as AnnData (``obs``: label, donor, cell_type, condition).
 
