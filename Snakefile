@@ -22,6 +22,7 @@ include: "workflow/rules/augment.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:

@@ -70,7 +70,7 @@ def main():
     p.add_argument("--hidden", type=int, nargs=3, default=[256, 128, 64])
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args()
     set_threads(args.threads)

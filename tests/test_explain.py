@@ -194,6 +194,13 @@ def test_read_ablation(tmp_path):
     pd.DataFrame({"group": ["a"], "seed": [0]}).to_csv(p, index=False)
     with pytest.raises(CellgnnInputError, match="metric"):
         ex.read_ablation(p)
+    # the evaluation stage's format: mean_diff = without group - full, per split
+    pd.DataFrame({"split": ["cells", "donors", "donors"], "group": ["node2vec", "node2vec", "curvature"],
+                  "metric": "macro_f1", "mean_diff": [-0.2, -0.05, 0.01], "ci_low": [-0.3, -0.08, -0.02],
+                  "ci_high": [-0.1, -0.02, 0.04]}).to_csv(p, index=False)
+    t = ex.read_ablation(p, split="donors").set_index("group")
+    assert t.loc["node2vec", "importance"] == pytest.approx(0.05) and t.loc["node2vec", "low"] == pytest.approx(0.02)
+    assert t.loc["curvature", "importance"] == pytest.approx(-0.01) and len(t) == 2
 
 
 def test_run_explain_writes_contract_tables(trained, tmp_path):

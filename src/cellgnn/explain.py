@@ -129,6 +129,36 @@ def count_hops(model: torch.nn.Module) -> int:
     return sum(isinstance(m, MessagePassing) for m in model.modules())
 
 
+@torch.no_grad()
+def exact_sampler(model: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor,
+                  edge_attr: torch.Tensor | None, probe: np.ndarray, num_hops: int | None,
+                  device: torch.device) -> SubgraphSampler:
+    """A sampler whose computation-graph copies reproduce the model's full-graph outputs on
+    the ``probe`` cells. ``num_hops`` None: try the number of message-passing layers, then
+    one and two more (degree-normalised layers such as GCNConv need the in-degree of the
+    outermost nodes, i.e. one hop more); an explicit ``num_hops`` that is not exact is an error.
+    """
+    model = model.to(device).eval()
+    full = model(x.to(device), edge_index.to(device), edge_attr)[torch.as_tensor(probe, device=device)]
+    base = count_hops(model)
+    tries = [num_hops] if num_hops is not None else [base, base + 1, base + 2]
+    err = float("nan")
+    for hops in tries:
+        sampler = SubgraphSampler(edge_index, x.shape[0], hops)
+        cg = sampler.union(np.asarray(probe))
+        cg = CompGraphs(*(t.to(device) for t in (cg.nodes, cg.owner, cg.root_pos, cg.edge_index, cg.edge_ids)))
+        sub = _root_logits(model, x.to(device)[cg.nodes], cg, edge_attr)
+        err = (full - sub).abs().max().item()
+        if err <= 1e-4 * max(1.0, full.abs().max().item()):
+            if hops != base:
+                LOG.info("computation graphs use %d hops (the model has %d message-passing layers)", hops, base)
+            return sampler
+    raise CellgnnInputError(
+        f"the model's output on {tries[-1]}-hop computation graphs differs from the full graph (max |diff| {err:.3g})",
+        field="explain.num_hops",
+        fix="set explain.num_hops to the model's receptive field (0 = try the number of message-passing layers and two more)")
+
+
 # ----------------------------------------------------------------------------- integrated gradients
 
 @dataclass
@@ -195,29 +225,27 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     if cells.size == 0:
         raise CellgnnInputError("no cells selected to explain", field="explain.n_cells / explain.cells_from",
                                 fix="select a split subset that holds cells and n_cells >= 1")
-    if num_hops is None:
-        num_hops = count_hops(model)
     device = torch.device(device)
     model = model.to(device).eval()
     x_dev = x.to(device)
     ea_dev = edge_attr.to(device) if edge_attr is not None else None
-    sampler = SubgraphSampler(edge_index, x.shape[0], num_hops)
+    sampler = exact_sampler(model, x, edge_index, ea_dev, cells[:batch_cells], num_hops, device)
     cell_type_t = torch.as_tensor(cell_type, dtype=torch.long)
     # gradients are needed for the inputs only: freezing the weights saves a third of the work
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
-        return _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
-                           num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device,
+        return _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
+                           n_steps, max_steps, tolerance, batch_cells, max_floats, device,
                            project_first_layer, progress)
     finally:
         for p in frozen:
             p.requires_grad_(True)
 
 
-def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
-                num_hops, n_steps, max_steps, tolerance, batch_cells, max_floats, device,
+def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
+                n_steps, max_steps, tolerance, batch_cells, max_floats, device,
                 project_first_layer, progress) -> IGResult:
     from captum.attr import IntegratedGradients
     from tqdm import tqdm
@@ -240,7 +268,6 @@ def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_
             logits = _root_logits(model, xu, cg, ea_dev)
             base = _root_logits(model, torch.zeros_like(xu), cg, ea_dev)
             if bi == 0:
-                _check_subgraphs(model, x_dev, edge_index, ea_dev, cells[sl], logits, num_hops, device)
                 if first is not None and not _first_linear_is_exact(model, first, xu, cg, ea_dev, logits, base):
                     LOG.info("the first layer %s is not the only use of x: IG runs on the raw features", first[0])
                     first = None
@@ -282,17 +309,6 @@ def _ig_batches(model, x_dev, edge_index, ea_dev, sampler, cells, targets, cell_
                      "completeness_rel_error": rel, "completeness_max_abs_error": err_abs.max().item(),
                      "mean_abs_delta": d.abs().mean().item()})
     return IGResult(cells, targets, attr, delta, pred, node_mass, pd.DataFrame(rows))
-
-
-def _check_subgraphs(model, x_dev, edge_index, ea_dev, roots, logits, num_hops, device) -> None:
-    """The k-hop copies must reproduce the full-graph outputs of their roots."""
-    full = model(x_dev, edge_index.to(device), ea_dev)[torch.as_tensor(roots, device=device)]
-    err = (full - logits).abs().max().item()
-    if err > 1e-3 * max(1.0, logits.abs().max().item()):
-        raise CellgnnInputError(
-            f"the model's output on {num_hops}-hop subgraphs differs from the full graph (max |diff| {err:.3g})",
-            field="explain.num_hops",
-            fix="set explain.num_hops to the model's receptive field (number of message-passing layers)")
 
 
 class _BiasOnly(torch.nn.Module):
@@ -405,11 +421,10 @@ def gnnexplainer_masks(model: torch.nn.Module, x: torch.Tensor, edge_index: torc
     if cells.size == 0:
         raise CellgnnInputError("no cells selected for GNNExplainer", field="explain.gnnexplainer.cells_per_class",
                                 fix="set cells_per_class >= 1 and check the subset holds cells")
-    if num_hops is None:
-        num_hops = count_hops(model)
     device = torch.device(device)
     model = model.to(device).eval()
-    sampler = SubgraphSampler(edge_index, x.shape[0], num_hops)
+    sampler = exact_sampler(model, x, edge_index, edge_attr.to(device) if edge_attr is not None else None,
+                            cells, num_hops, device)
     explainer = Explainer(model=model, algorithm=GNNExplainer(epochs=epochs, lr=lr),
                           explanation_type="phenomenon", node_mask_type="common_attributes",
                           edge_mask_type="object",
@@ -622,40 +637,44 @@ def per_cell_type_accuracy(pred: np.ndarray, y: np.ndarray, cell_type: np.ndarra
 
 # ----------------------------------------------------------------------------- edge features
 
-def read_ablation(path: str | Path) -> pd.DataFrame | None:
-    """Edge-feature group importance by ablation from the edge-feature stage's ``ablation.csv``.
+def read_ablation(path: str | Path, split: str | None = None) -> pd.DataFrame | None:
+    """Edge-feature group importance by ablation from the evaluation stage's ``ablation.csv``.
 
-    Accepts a table with a ``group`` column (the group left out; ``none``/``full``/empty
-    for the full model) and a metric (``macro_f1``, else ``accuracy``) and optionally
-    ``seed``; importance = metric of the full model − metric without the group, mean over
-    seeds. Returns ``group, importance, metric`` or None when the file is absent.
+    The evaluation stage writes one row per split × group with ``mean_diff`` = metric of
+    the model retrained without the group − metric of the full model (``ci_low``,
+    ``ci_high``: its 95% interval over seeds); importance = −mean_diff (positive: the
+    group helped). Rows of ``split`` only, when the table has a ``split`` column. Also
+    accepted: per-run rows with ``group`` (``none`` = full model) and ``macro_f1`` /
+    ``accuracy``. Returns ``group, importance, low, high, metric`` or None when absent.
     """
     path = Path(path)
     if not path.exists():
         return None
     df = pd.read_csv(path)
-    gcol = next((c for c in ("group", "dropped_group", "ablated", "without") if c in df.columns), None)
-    if gcol is None:
+    if "group" not in df.columns:
         raise CellgnnInputError("no group column", file=str(path), field="group",
                                 fix="write ablation.csv with a 'group' column naming the left-out group")
-    delta_col = next((c for c in df.columns if c.startswith("delta_")), None)
-    df[gcol] = df[gcol].fillna("none").astype(str)
-    if delta_col is not None:
-        out = df.groupby(gcol)[delta_col].mean()
-        imp = -out if out.mean() < 0 else out
-        return pd.DataFrame({"group": imp.index, "importance": imp.to_numpy(), "metric": delta_col})
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if "mean_diff" in df.columns:
+        metric = str(df["metric"].iloc[0]) if "metric" in df.columns and len(df) else "metric"
+        low = -df["ci_high"] if "ci_high" in df.columns else -df["mean_diff"]
+        high = -df["ci_low"] if "ci_low" in df.columns else -df["mean_diff"]
+        return pd.DataFrame({"group": df["group"].astype(str).to_numpy(), "importance": -df["mean_diff"].to_numpy(),
+                             "low": low.to_numpy(), "high": high.to_numpy(), "metric": metric})
     metric = next((c for c in ("macro_f1", "balanced_accuracy", "accuracy") if c in df.columns), None)
     if metric is None:
-        raise CellgnnInputError("no metric column", file=str(path), field="macro_f1",
-                                fix="write ablation.csv with macro_f1 or accuracy per group")
-    full_names = {"none", "full", "", "all"}
-    full = df[df[gcol].str.lower().isin(full_names)]
-    if full.empty:
-        raise CellgnnInputError("no row for the full model", file=str(path), field=gcol,
+        raise CellgnnInputError("no metric column", file=str(path), field="mean_diff",
+                                fix="write ablation.csv with mean_diff, or macro_f1 / accuracy per group")
+    groups = df["group"].fillna("none").astype(str)
+    full = groups.str.lower().isin({"none", "full", "", "all"})
+    if not full.any():
+        raise CellgnnInputError("no row for the full model", file=str(path), field="group",
                                 fix="add rows with group 'none' for the model with every group")
-    ref = full[metric].mean()
-    abl = df[~df[gcol].str.lower().isin(full_names)].groupby(gcol)[metric].mean()
-    return pd.DataFrame({"group": abl.index, "importance": (ref - abl).to_numpy(), "metric": metric})
+    ref = df.loc[full, metric].mean()
+    abl = df[~full].groupby(groups[~full])[metric].mean()
+    imp = (ref - abl).to_numpy()
+    return pd.DataFrame({"group": abl.index, "importance": imp, "low": imp, "high": imp, "metric": metric})
 
 
 # ----------------------------------------------------------------------------- checks
@@ -843,7 +862,8 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     write_csv(pd.concat(gx_edges, ignore_index=True) if gx_edges else
               pd.DataFrame(columns=["cell", "source", "target", "mask", "seed"]), out_dir / "gnnexplainer_edges.csv")
     write_csv(pd.concat(edge_rows, ignore_index=True) if edge_rows else
-              pd.DataFrame(columns=["method", "seed", "group", "importance"]), out_dir / "edge_features.csv")
+              pd.DataFrame(columns=["method", "seed", "group", "importance", "low", "high"]),
+              out_dir / "edge_features.csv")
     run = {"methods": methods, "cells_from": subset, "n_cells": int(cells.size), "classes": explain_classes,
            "model_seeds": sorted(int(s) for s in inp.models), "graph": inp.graph_path, "notes": notes,
            "summary": summary.to_dict(orient="records")}
@@ -902,12 +922,12 @@ def _cell_type_table(res: IGResult, y, ct, classes, cell_types, explain_classes,
 def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.DataFrame]:
     out = []
     if inp.ablation_path:
-        abl = read_ablation(inp.ablation_path)
+        abl = read_ablation(inp.ablation_path, split=inp.graph.get("split_mode"))
         if abl is None:
             notes.append(f"edge features: {inp.ablation_path} absent (edge-feature ablation not run); ablation importance skipped")
         else:
             out.append(pd.DataFrame({"method": "ablation", "seed": "", "group": abl["group"],
-                                     "importance": abl["importance"]}))
+                                     "importance": abl["importance"], "low": abl["low"], "high": abl["high"]}))
     if inp.edge_features is None or not inp.edge_models:
         notes.append("edge features: no edge features or no model trained with them; weight-based importance skipped")
         return out
@@ -916,7 +936,9 @@ def _edge_feature_importance(inp: ExplainInputs, notes: list[str]) -> list[pd.Da
         model = inp.load_model(path, inp.graph)
         imp, name = edge_group_weights(model, inp.edge_features["edge_attr"].shape[1], groups)
         LOG.info("seed %s: edge-feature weights from %s", seed, name)
-        out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": list(imp.values())}))
+        v = list(imp.values())
+        out.append(pd.DataFrame({"method": "weights", "seed": seed, "group": list(imp), "importance": v,
+                                 "low": v, "high": v}))
     return out
 
 

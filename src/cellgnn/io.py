@@ -59,6 +59,20 @@ def write_h5ad(adata, path: str | os.PathLike) -> None:
         adata.write_h5ad(tmp, compression="gzip")
 
 
+def read_h5ad(path: str | os.PathLike, rule: str = "the stage that writes it"):
+    """Read an ``.h5ad`` written by an earlier stage; a truncated or corrupt file is a clear error."""
+    import anndata as ad
+
+    from .errors import CellgnnInputError
+
+    try:
+        return ad.read_h5ad(path)
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError/KeyError on truncated or non-HDF5 files
+        raise CellgnnInputError(f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file is truncated or "
+                                "not an AnnData file", file=str(path),
+                                fix=f"delete it and rerun {rule}") from exc
+
+
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 

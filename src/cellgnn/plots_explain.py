@@ -130,18 +130,24 @@ def plot_edge_features(edge: pd.DataFrame, stem) -> None:
     methods = list(dict.fromkeys(edge["method"]))
     groups = sorted(edge["group"].unique())
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1, 3.2), squeeze=False)
-    ylabels = {"ablation": "metric drop without group", "weights": "mean |W| (min–max scaled)"}
+    ylabels = {"ablation": "metric drop without group (95% CI)", "weights": "mean |W| (min–max scaled; s.d.)"}
     for ax, m in zip(axes[0], methods):
-        d = edge[edge["method"] == m].groupby("group")["importance"]
-        mean, sd = d.mean().reindex(groups), d.std().reindex(groups).fillna(0)
-        ax.bar(range(len(groups)), mean, yerr=sd, capsize=3,
+        d = edge[edge["method"] == m]
+        g = d.groupby("group")["importance"]
+        mean = g.mean().reindex(groups)
+        if m == "ablation" and {"low", "high"} <= set(d.columns):  # one row per group with its interval
+            lo, hi = d.groupby("group")["low"].mean().reindex(groups), d.groupby("group")["high"].mean().reindex(groups)
+            err = np.vstack([(mean - lo).clip(lower=0).fillna(0), (hi - mean).clip(lower=0).fillna(0)])
+        else:
+            err = g.std().reindex(groups).fillna(0).to_numpy()
+        ax.bar(range(len(groups)), mean, yerr=err, capsize=3,
                color=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(groups))])
         ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
         ax.set_xlabel("edge-feature group")
         ax.set_ylabel(ylabels.get(m, "importance"))
         ax.set_title(m)
         ax.axhline(0, color="grey", lw=0.5)
-    fig.suptitle("Edge-feature group importance (error bars: s.d. over seeds)", fontsize=9)
+    fig.suptitle("Edge-feature group importance", fontsize=9)
     fig.tight_layout()
     save_figure(fig, stem)
 

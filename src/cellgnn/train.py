@@ -10,9 +10,12 @@ subgraph; validation and test cells are never in a training batch.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,6 +44,7 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    resumed_from_epoch: int | None = None
 
 
 def model_params(name: str, cfg: dict) -> dict:
@@ -50,12 +54,14 @@ def model_params(name: str, cfg: dict) -> dict:
 
 
 def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.device | None = None,
-                edge_attr: torch.Tensor | None = None) -> TrainResult:
+                edge_attr: torch.Tensor | None = None, resume: str | Path | None = None) -> TrainResult:
     """Fit model ``name`` on ``graph`` (contract dict) and evaluate it on the test cells.
 
     cfg: the config's ``train`` section (``max_epochs``, ``patience``, ``hyperparameters``,
-    ``logreg_features``). edge_attr: ``[E, F]`` aligned with ``graph["edge_index"]`` for
-    models that need edge features.
+    ``logreg_features``, ``checkpoint_every``). edge_attr: ``[E, F]`` aligned with
+    ``graph["edge_index"]`` for models that need edge features. resume: torch models write
+    a resumable checkpoint there every ``checkpoint_every`` epochs and continue from it when
+    it exists (same final numbers as an uninterrupted run on CPU); the caller deletes it.
     """
     spec = get_spec(name)
     params = model_params(name, cfg)
@@ -72,7 +78,7 @@ def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.devi
     if spec.kind == "sklearn":
         result = _fit_logreg(graph, params, cfg, seed)
     else:
-        result = _fit_torch(graph, name, params, cfg, seed, device or torch.device("cpu"), edge_attr)
+        result = _fit_torch(graph, name, params, cfg, seed, device or torch.device("cpu"), edge_attr, resume)
     result.seconds = time.perf_counter() - t0
     result.params = params
     return result
@@ -94,8 +100,45 @@ def _fit_logreg(graph: dict, params: dict, cfg: dict, seed: int) -> TrainResult:
     return TrainResult(clf, classification_metrics(y[te], proba[te]), proba)
 
 
+def graph_fingerprint(graph: dict) -> str:
+    """Short hash of a graph's cells, genes, classes and split: tells datasets and splits apart."""
+    h = hashlib.sha256()
+    for key in ("cell_ids", "genes", "classes"):
+        h.update("\x1f".join(map(str, graph.get(key, []))).encode())
+        h.update(b"\x1e")
+    h.update(str(graph.get("split_mode")).encode())
+    for key in ("train_mask", "test_mask"):
+        h.update(graph[key].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_key(graph: dict, name: str, params: dict, cfg: dict, seed: int, edge_dim: int) -> str:
+    """Hash of everything a resumable checkpoint must share with this run (not checkpoint_every)."""
+    import json
+
+    run = {k: v for k, v in cfg.items() if k != "checkpoint_every"}
+    blob = json.dumps({"model": name, "params": params, "cfg": run, "seed": seed, "edge_dim": edge_dim,
+                       "graph": graph_fingerprint(graph)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, device: torch.device,
-               edge_attr: torch.Tensor | None) -> TrainResult:
+               edge_attr: torch.Tensor | None, resume: str | Path | None = None) -> TrainResult:
     from torch_geometric.utils import subgraph
 
     arch = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
@@ -147,7 +190,20 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
 
     best = {"loss": float("inf"), "epoch": -1, "state": None}
     history = []
-    bar = tqdm(range(cfg["max_epochs"]), desc=f"train {name}", mininterval=10, leave=False)
+    start, resumed = 0, None
+    every = int(cfg.get("checkpoint_every", 10))
+    key = _resume_key(graph, name, params, cfg, seed, edge_dim)
+    if resume is not None and Path(resume).exists():
+        state = _load_resume(resume, key)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            best, history = state["best"], state["history"]
+            start = resumed = state["epoch"] + 1
+            _set_rng_state(state["rng"])
+            LOG.info("%s: resumed from %s after epoch %d", name, resume, state["epoch"])
+    bar = tqdm(range(start, cfg["max_epochs"]), desc=f"train {name}", mininterval=10, leave=False,
+               initial=start, total=cfg["max_epochs"])
     for epoch in bar:
         model.train()
         if batching == "cluster":
@@ -173,6 +229,11 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
             break
         if epoch % 25 == 0:
             bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", refresh=False)
+        if resume is not None and (epoch + 1) % every == 0:
+            from .io import torch_save
+
+            torch_save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "best": best, "history": history, "rng": _rng_state()}, resume)
     model.load_state_dict(best["state"])
     model.eval()
     with torch.no_grad():
@@ -180,7 +241,20 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     te = graph["test_mask"].numpy()
     LOG.info("%s: best epoch %d of %d, val loss %.4f", name, best["epoch"], len(history), best["loss"])
     return TrainResult(model.cpu(), classification_metrics(graph["y"].numpy()[te], proba[te]), proba,
-                       history, best["epoch"])
+                       history, best["epoch"], resumed_from_epoch=resumed)
+
+
+def _load_resume(path: str | Path, key: str) -> dict | None:
+    """The resumable state at ``path`` when it belongs to this run; None (start afresh) otherwise."""
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill is not worth failing for
+        LOG.warning("cannot read resume checkpoint %s (%s); training from scratch", path, e)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        LOG.warning("resume checkpoint %s is from another configuration or dataset; training from scratch", path)
+        return None
+    return state
 
 
 def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
@@ -209,9 +283,11 @@ def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: 
 
     get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
+    check_split_classes(graph, str(graph_path))
     edge_attr = load_edge_features(edge_features, graph, drop_group) if edge_features else None
     device = get_device(device_pref)
-    result = train_model(graph, name, cfg, seed, device, edge_attr)
+    resume = resume_path(output.model)
+    result = train_model(graph, name, cfg, seed, device, edge_attr, resume=resume)
     y = graph["y"].numpy()
     metrics = {
         "model": name if drop_group is None else f"{name}_minus_{drop_group}", "dropped_group": drop_group, "split": graph["split_mode"], "seed": seed, "test": result.metrics,
@@ -219,13 +295,35 @@ def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: 
                                                     len(graph["classes"])),
         "n_test_cells": int(graph["test_mask"].sum()), "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "seconds": round(result.seconds, 2), "device": str(device),
-        "params": result.params,
+        "params": result.params, "resumed_from_epoch": result.resumed_from_epoch,
     }
     torch_save(checkpoint(result, name, graph, seed, edge_attr), output.model)
     write_csv(predictions_table(graph, result.proba), output.predictions)
     write_json(metrics, output.metrics)
+    resume.unlink(missing_ok=True)
     LOG.info("%s/%s seed %d test: %s", graph["split_mode"], name, seed, result.metrics)
     return result
+
+
+def check_split_classes(graph: dict, where: str) -> None:
+    """Refuse a graph whose train or test cells lack a class: its test metrics would silently skip it."""
+    y = graph["y"].numpy()
+    for split in ("train", "test"):
+        present = set(np.unique(y[graph[f"{split}_mask"].numpy()]).tolist())
+        missing = [c for i, c in enumerate(graph["classes"]) if i not in present]
+        if missing:
+            raise CellgnnInputError(f"the {split} split has no cells of class(es) {missing}", file=where,
+                                    field=f"{split}_mask", fix="rebuild the graph with the graph stage (it stratifies "
+                                    "the split), add cells of those classes, or drop the classes")
+
+
+def resume_path(model_path: str | Path) -> Path:
+    """Where a training job keeps its resumable checkpoint: ``resume.pt`` next to ``model.pt``.
+
+    Not a declared output, so Snakemake leaves it in place when the job is killed; the
+    rerun continues from it, and the job deletes it once its outputs are written.
+    """
+    return Path(model_path).parent / "resume.pt"
 
 
 def checkpoint(result: TrainResult, name: str, graph: dict, seed: int, edge_attr=None) -> dict:
@@ -233,7 +331,7 @@ def checkpoint(result: TrainResult, name: str, graph: dict, seed: int, edge_attr
     model = result.model
     return {
         "model": name, "seed": seed, "params": result.params, "genes": graph["genes"],
-        "classes": graph["classes"], "split_mode": graph["split_mode"],
+        "classes": graph["classes"], "split_mode": graph["split_mode"], "graph_fingerprint": graph_fingerprint(graph),
         "edge_dim": 0 if edge_attr is None else int(edge_attr.shape[1]),
         "state_dict": model.state_dict() if isinstance(model, nn.Module) else None,
         "sklearn": None if isinstance(model, nn.Module) else model,
@@ -253,6 +351,10 @@ def load_model(path: str, graph: dict):
     if ckpt.get("classes") != graph["classes"]:
         raise CellgnnInputError(f"checkpoint classes {ckpt.get('classes')} differ from the data's {graph['classes']}",
                                 file=str(path), field="classes", fix="retrain the model on this dataset")
+    if ckpt.get("graph_fingerprint", graph_fingerprint(graph)) != graph_fingerprint(graph):
+        raise CellgnnInputError("checkpoint was trained on another dataset or split (same genes and classes, "
+                                "different cells)", file=str(path), field="graph_fingerprint",
+                                fix="retrain the model on this dataset's graph, or use the checkpoint of this run")
     if ckpt["state_dict"] is None:
         return ckpt["sklearn"], ckpt
     arch = {k: v for k, v in ckpt["params"].items() if k not in OPTIM_KEYS}

@@ -29,9 +29,10 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def get_device(preference: str = "auto"):
+def get_device(preference: str = "auto", gpus: int = 1):
     """Return ``torch.device``: CUDA when visible and ``preference`` is ``auto``/``cuda``, else CPU.
 
+    gpus: GPUs the job asks for; with ``preference="cuda"`` fewer visible GPUs is an error.
     Logs the choice so that every rule's log says where it ran.
     """
     import torch
@@ -44,6 +45,10 @@ def get_device(preference: str = "auto"):
     if preference == "cuda" and not torch.cuda.is_available():
         raise CellgnnInputError("device 'cuda' asked for but no GPU is visible", field="device",
                                 fix="set device: auto (uses CUDA when present) or cpu")
+    if preference == "cuda" and torch.cuda.device_count() < gpus:
+        raise CellgnnInputError(f"{gpus} GPUs asked for but only {torch.cuda.device_count()} visible",
+                                field="device", fix=f"ask for at most {torch.cuda.device_count()} GPU(s) "
+                                "(resources gpu=...), or set device: auto")
     use_cuda = preference != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     name = torch.cuda.get_device_name(0) if use_cuda else f"CPU ({torch.get_num_threads()} threads)"
@@ -62,6 +67,25 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a Slurm allocation), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(n: int) -> None:
+    """Refuse a job asking for more threads than this machine (or allocation) has CPUs."""
+    from .errors import CellgnnInputError
+
+    have = available_cpus()
+    if int(n) > have:
+        raise CellgnnInputError(f"{int(n)} threads asked for but only {have} CPUs are available", field="threads",
+                                fix=f"run with --cores {have} or fewer (Snakemake scales each rule's threads "
+                                    "down to --cores)")
 
 
 def set_threads(n: int) -> None:
@@ -83,8 +107,9 @@ def run_rule(main, snakemake) -> None:
     log_path = snakemake.log[0]
     setup_logging(log_path)
     sys.stderr = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
-    set_threads(getattr(snakemake, "threads", 1))
     try:
+        check_threads(getattr(snakemake, "threads", 1))
+        set_threads(getattr(snakemake, "threads", 1))
         main(snakemake)
     except CellgnnInputError as err:
         LOG.error("%s", err)

@@ -189,27 +189,32 @@ def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, 
     proc = subprocess.Popen(snakemake_cmd(workdir, args), cwd=workdir, env=slurm_cluster.env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    # Ctrl-C as soon as 3 jobs have finished (data, preprocess, graph; train jobs pending)
+    # Ctrl-C once 3 jobs have finished (data, preprocess, graph) and a train job is on SLURM
     lines: list[str] = []
     finished = 0
+    interrupted = False
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("Finished jobid"):
-            finished += 1
-            if finished == 3:
-                os.killpg(proc.pid, signal.SIGINT)
-                break
+        finished += line.startswith("Finished jobid")
+        if finished >= 3 and "has been submitted with SLURM jobid" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            interrupted = True
+            break
     rest, _ = proc.communicate(timeout=400)
     first = make_run(proc.returncode, "".join(lines) + (rest or ""), time.perf_counter() - t0)
-    assert finished == 3, f"run ended before it could be interrupted:\n{first.output[-4000:]}"
+    assert interrupted, f"run ended before it could be interrupted:\n{first.output[-4000:]}"
     assert first.returncode != 0, "the interrupted run claims success"
-    # Ctrl-C cancelled the run's SLURM jobs
+    # Ctrl-C cancelled the run's SLURM jobs that had not finished
+    running = [s for j, s, _ in first.submissions if first.jobs[j]["rule"] == "train"]
+    assert running
     deadline = time.time() + 60
     active = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING"}
-    while any(slurm_cluster.squeue("State").get(s, {}).get("State") in active for _, s, _ in first.submissions):
+    while any(slurm_cluster.squeue("State").get(s, {}).get("State") in active for s in running):
         assert time.time() < deadline, "SLURM jobs still running 60 s after Ctrl-C"
         time.sleep(1)
+    states = slurm_cluster.squeue("State")
+    assert any(states[s]["State"] == "CANCELLED" for s in running), {s: states[s] for s in running}
     done = first.finished_outputs()
     assert done
     before = mtimes(workdir, done)

@@ -41,11 +41,11 @@ rule augment:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
-    threads: 2
+    threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/augment.py"
 
@@ -65,11 +65,11 @@ rule augment_topup:
         augment=config["augment"],
         seed=config["seed"],
         device=config["device"],
-    threads: 2
+    threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/augment_topup.py"
 
@@ -95,6 +95,6 @@ rule train_gat_activa:
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/augment.yaml"
     script:
         "../../scripts/train_gat_activa.py"

@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellgnn.config import validate_config  # noqa: E402
 from cellgnn.errors import CellgnnInputError  # noqa: E402
+from cellgnn.provenance import git_state  # noqa: E402
 
 try:
     validate_config(
@@ -17,6 +18,7 @@ except CellgnnInputError as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
 DATASET = config["dataset"]
+GIT_STATE = git_state(workflow.basedir)  # recorded by rule provenance
 SPLITS = config["graph"]["split_modes"]
 MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
@@ -101,6 +103,8 @@ def get_final_output():
         *figure_outputs(),
         *evaluation,
         f"results/{DATASET}/augment/metrics.json",
+        f"results/{DATASET}/provenance/config.yaml",
+        f"results/{DATASET}/provenance/provenance.json",
     ]
 
 
@@ -119,13 +123,21 @@ def preferred_split_predictions(wildcards):
     )
 
 
-def workflow_outputs():
+def active_outputs():
+    """workflow_outputs() of the stages this config runs (rules are defined in every run;
+    the edge-feature evaluation is switched off by the config when its model is not trained)."""
+    return workflow_outputs(skip=set() if RUN_EVALUATION else {"evaluate"})
+
+
+def workflow_outputs(skip=()):
     """Every output path of this workflow's rules with {dataset} filled in and no other
     wildcard left (used to find optional stages: explain, augment, edge-feature ablation)."""
     import re
 
     out = set()
     for r in workflow.rules:
+        if r.name in skip:
+            continue
         for f in r.output:
             path = re.sub(r"\{dataset(,[^}]*)?\}", DATASET, str(f))
             if "{" not in path:
@@ -164,7 +176,7 @@ def explain_inputs(wildcards):
     if uses_edge_features(EXPLAIN["model"]) or "edge_models" in inputs:
         inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{EXPLAIN_SPLIT}.pt"
     ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
-    if ablation in workflow_outputs():
+    if ablation in active_outputs():
         inputs["ablation"] = ablation
     return inputs
 
@@ -181,7 +193,7 @@ def summary_inputs(wildcards):
         "models": f"results/{wildcards.dataset}/metrics/models.csv",
         "qc": f"results/{wildcards.dataset}/qc.json",
     }
-    produced = workflow_outputs()
+    produced = active_outputs()
     explain_run = f"results/{wildcards.dataset}/explain/run.json"
     if explain_run in produced:
         inputs["explain"] = explain_run
@@ -195,5 +207,9 @@ def summary_inputs(wildcards):
 
 def paper_figures(wildcards):
     """Every PNG/PDF under results/<dataset>/figures/ that some rule writes, plus summary.md."""
-    figures = [p for p in workflow_outputs() if Path(p).parent.name == "figures" and Path(p).suffix in {".png", ".pdf"}]
+    figures = [
+        p
+        for p in active_outputs()
+        if Path(p).parent.name == "figures" and Path(p).suffix in {".png", ".pdf"}
+    ]
     return sorted(figures) + [f"results/{DATASET}/summary.md"]

@@ -1,4 +1,4 @@
-# the paired comparison and its figure are cheap: run on the submit host
+# the paired comparison / ablation table and its figure are cheap: run on the submit host
 localrules:
     evaluate,
 

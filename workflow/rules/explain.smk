@@ -1,3 +1,8 @@
+# plotting the attributions is cheap: run on the submit host
+localrules:
+    explain_figures,
+
+
 # Explain stage: gene, cell-type and edge-feature attributions, scored against the
 # simulator's planted response genes where they are known; then its four figures.
 rule explain:
@@ -25,7 +30,7 @@ rule explain:
     resources:
         gpu=1,
     conda:
-        "../../envs/models.yaml"
+        "../../envs/explain.yaml"
     script:
         "../../scripts/explain.py"
 
@@ -75,6 +80,6 @@ rule explain_figures:
         method=EXPLAIN["figure_method"],
         n_top=EXPLAIN["figure_top_genes"],
     conda:
-        "../../envs/plots.yaml"
+        "../../envs/explain.yaml"
     script:
         "../../scripts/plot_explain.py"

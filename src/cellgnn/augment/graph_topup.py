@@ -223,7 +223,10 @@ def run_gat_activa(graph_path: str | Path, topup_path: str | Path, gat_predictio
                                 fix="rerun rule augment_topup for this split")
     aug = add_synthetic_nodes(graph, topup["x"], topup["y"], k=topup["k"], seed=seed)
     device = get_device(device_pref)
-    result = train_model(aug, "gat", train_cfg, seed, device)
+    from ..train import resume_path
+
+    resume = resume_path(output.model)  # resumable checkpoint, deleted once the outputs are written
+    result = train_model(aug, "gat", train_cfg, seed, device, resume=resume)
     n = graph["x"].shape[0]
     proba = result.proba[:n]
     te = graph["test_mask"].numpy()
@@ -244,4 +247,5 @@ def run_gat_activa(graph_path: str | Path, topup_path: str | Path, gat_predictio
     torch_save({**checkpoint(result, "gat", graph, seed), "model": "gat_activa"}, output.model)
     write_csv(predictions_table(graph, proba), output.predictions)
     write_json(metrics, output.metrics)
+    resume.unlink(missing_ok=True)
     return metrics

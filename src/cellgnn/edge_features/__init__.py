@@ -17,6 +17,7 @@ and node2vec are rescaled over the non-loop edges and set to exactly 0 on loops
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ DEFAULTS = {
     "num_parts": 64,
     "parts_per_batch": 8,
     "curvature_include_self_loops": False,
+    "checkpoint_every": 10,
     "node2vec": {"dim": 16, "walk_length": 20, "walks_per_node": 10, "p": 1.0, "q": 1.0, "window": 5,
                  "negatives": 5, "epochs": 1, "batch_size": 16384, "lr": 0.025},
 }
@@ -90,8 +92,10 @@ def validate_inputs(graph: dict, cfg: dict, file: str | None = None) -> None:
 
 
 def compute_edge_features(graph: dict, cfg: dict, seed: int, device: torch.device | str = "cpu",
-                          file: str | None = None) -> dict:
+                          file: str | None = None, resume: str | Path | None = None) -> dict:
     """Edge features of ``graph`` (contract dict) per ``cfg`` (the ``edge_features`` config section).
+
+    resume: path prefix of the auxiliary GATs' resumable checkpoints (``<resume>.<group>_resume.pt``).
 
     Returns ``{"edge_attr": float32 [E, F], "edge_index": int64 [2, E] (copy),
     "columns": list[str] (F), "groups": {group: [column indices]}, "self_loop": bool [E]}``.
@@ -112,7 +116,9 @@ def compute_edge_features(graph: dict, cfg: dict, seed: int, device: torch.devic
                 graph, np.asarray(graph[key]), train, heads=cfg["heads"], hidden=cfg["hidden"],
                 dropout=cfg["dropout"], epochs=cfg["aux_epochs"], lr=cfg["aux_lr"],
                 weight_decay=cfg["aux_weight_decay"], batching=cfg["batching"], num_parts=cfg["num_parts"],
-                parts_per_batch=cfg["parts_per_batch"], seed=seed + 1000 * g_i, device=device, name=tag)
+                parts_per_batch=cfg["parts_per_batch"], seed=seed + 1000 * g_i, device=device, name=tag,
+                checkpoint=None if resume is None else f"{resume}.{tag}_resume.pt",
+                checkpoint_every=cfg["checkpoint_every"])
             blocks.append(alpha)
             columns += [f"{tag}_att_h{h}" for h in range(alpha.shape[1])]
         elif group == "curvature":
@@ -199,10 +205,13 @@ def edge_features_stage(graph_path: str, out_path: str, cfg: dict, seed: int, de
     validate_inputs(graph, full, graph_path)
     dev = get_device(device)
     seed_everything(seed)
-    ef = compute_edge_features(graph, full, seed, device=dev, file=graph_path)
+    resume = Path(out_path).with_suffix("")  # <split>.<group>_resume.pt beside the output, not an output
+    ef = compute_edge_features(graph, full, seed, device=dev, file=graph_path, resume=resume)
     check_edge_features(ef, graph, out_path)
     ef["config"] = full
     ef["seed"] = int(seed)
     torch_save(ef, out_path)
+    for f in Path(out_path).parent.glob(f"{resume.name}.*_resume.pt"):
+        f.unlink()
     LOG.info("wrote %s: edge_attr %s, columns %s", out_path, tuple(ef["edge_attr"].shape), ef["columns"])
     return ef

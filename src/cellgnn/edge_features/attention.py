@@ -20,7 +20,9 @@ permutes the features exactly (tested).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,12 +63,20 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
                        hidden: int = 8, dropout: float = 0.4, epochs: int = 100, lr: float = 0.005,
                        weight_decay: float = 5e-4, batching: str = "full", num_parts: int = 64,
                        parts_per_batch: int = 8, seed: int = 0, device: torch.device | str = "cpu",
-                       name: str = "aux") -> np.ndarray:
+                       name: str = "aux", checkpoint: str | Path | None = None,
+                       checkpoint_every: int = 10) -> np.ndarray:
     """Train an AuxGAT on ``target`` (int ``[N]``) over ``train_mask`` cells; return α float32 ``[E, heads]``.
 
     ``batching``: ``full`` (one full-graph step per epoch) or ``cluster`` (Cluster-GCN
     mini-batches, see ``cellgnn.batching``). Readout is always one full-graph eval pass.
+    ``checkpoint``: atomic resumable state (model, optimizer, torch RNG, epoch) written there
+    every ``checkpoint_every`` epochs and continued from when it exists and matches this run
+    (same α as an uninterrupted run on CPU); the caller deletes it.
     """
+    run_key = hashlib.sha256(repr((name, heads, hidden, dropout, epochs, lr, weight_decay, batching, num_parts,
+                                   parts_per_batch, seed)).encode()
+                             + np.asarray(target).tobytes() + np.asarray(train_mask).tobytes()
+                             + np.asarray(graph["edge_index"]).tobytes()).hexdigest()[:16]
     torch.manual_seed(seed)
     x = torch.as_tensor(graph["x"], dtype=torch.float32)
     n = x.shape[0]
@@ -88,8 +98,17 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
         parts = pca_partition(np.asarray(graph["pca"]), num_parts)
     else:
         xd, eid, yd = x.to(device), ei_full.to(device), y_train.to(device)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        if isinstance(state, dict) and state.get("key") == run_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            start = state["epoch"] + 1
+            LOG.info("aux GAT %s: resumed from %s after epoch %d", name, checkpoint, state["epoch"])
     model.train()
-    for epoch in tqdm(range(epochs), desc=f"aux GAT ({name})", mininterval=10, leave=False):
+    for epoch in tqdm(range(start, epochs), desc=f"aux GAT ({name})", mininterval=10, leave=False):
         if batching == "cluster":
             total = 0.0
             for b in cluster_batches(sub, num_parts, parts_per_batch, seed + epoch, parts=parts):
@@ -110,6 +129,11 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
             total = float(loss.detach())
         if epoch == 0 or (epoch + 1) % max(1, epochs // 5) == 0:
             LOG.info("aux GAT %s epoch %d/%d: train loss %.4f", name, epoch + 1, epochs, total)
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            from ..io import torch_save
+
+            torch_save({"key": run_key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "rng": torch.get_rng_state()}, checkpoint)
     model.eval()
     with torch.no_grad():
         logits, alpha = model(x.to(device), ei_full.to(device))
