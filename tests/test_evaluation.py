@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from cellgnn.errors import CellgnnInputError
-from cellgnn.evaluation import ablation_table, evaluate, paired_comparison, summarize, t_interval
+from cellgnn.evaluation import ablation_table, evaluate, paired_comparison, summarize
 
 
 def _df():
@@ -15,14 +15,6 @@ def _df():
             rows.append({"model": model, "split": "cells", "seed": seed, "accuracy": f1,
                          "balanced_accuracy": f1, "macro_f1": f1, "auroc": f1})
     return pd.DataFrame(rows)
-
-
-def test_t_interval_matches_scipy():
-    v = [1.0, 2.0, 4.0]
-    m, lo, hi = t_interval(v)
-    ref = stats.t.interval(0.95, 2, loc=np.mean(v), scale=stats.sem(v))
-    assert m == pytest.approx(7 / 3) and (lo, hi) == pytest.approx(ref)
-    assert np.isnan(t_interval([1.0])[1])
 
 
 def test_paired_comparison_is_paired_by_seed():

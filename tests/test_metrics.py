@@ -43,3 +43,12 @@ def test_summarize_and_majority():
     assert s.loc[0, "macro_f1_mean"] == pytest.approx(0.5) and s.loc[0, "seeds"] == "0 1"
     mb = majority_baseline(np.array([1, 1, 0]), np.array([1, 0, 0, 2]), 3)
     assert mb["accuracy"] == pytest.approx(0.25)
+
+
+def test_mean_ci_matches_scipy():
+    from scipy import stats
+
+    v = [1.0, 2.0, 4.0]
+    m, lo, hi = mean_ci(v)
+    ref = stats.t.interval(0.95, 2, loc=np.mean(v), scale=stats.sem(v))
+    assert m == pytest.approx(7 / 3) and (lo, hi) == pytest.approx(ref)

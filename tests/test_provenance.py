@@ -26,7 +26,7 @@ def test_seeds_and_versions():
     assert seeds["augment.rare.seeds"] == [0, 1, 2] and "explain.seed" in seeds
     versions = package_versions()
     assert versions["torch"].startswith("2.") and versions["python"].count(".") == 2
-    assert versions["numpy"] != "not installed" and package_versions(("no-such-pkg-xyz",))["no-such-pkg-xyz"] == \
+    assert versions["cellgnn"] == "0.1.0" and versions["numpy"] != "not installed" and package_versions(("no-such-pkg-xyz",))["no-such-pkg-xyz"] == \
         "not installed"
 
 

@@ -21,24 +21,11 @@ import pandas as pd
 from scipy import stats
 
 from .errors import CellgnnInputError
+from .metrics import METRICS, mean_ci
 
 LOG = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 ABLATION_PREFIX = "gat_ef_minus_"
-
-
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a t-based ``level`` interval for the mean; NaN bounds when n < 2."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-    return m, m - half, m + half
 
 
 def summarize(df: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
@@ -49,7 +36,7 @@ def summarize(df: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
         row = {"model": model, "split": split, "n_seeds": len(g),
                "seeds": " ".join(str(s) for s in sorted(g["seed"]))}
         for m in metrics:
-            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(g[m])
+            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean_ci(g[m])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -73,7 +60,7 @@ def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "ma
             if not seeds:
                 continue
             diff = a.loc[seeds].to_numpy(float) - b.loc[seeds].to_numpy(float)
-            mean, lo, hi = t_interval(diff, level)
+            mean, lo, hi = mean_ci(diff, level)
             if len(seeds) >= 2 and np.std(diff, ddof=1) > 0:
                 t, p = stats.ttest_rel(a.loc[seeds], b.loc[seeds])
             elif len(seeds) >= 2:

@@ -39,9 +39,15 @@ def git_state(repo_dir: str | Path) -> dict:
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict:
-    """Installed version of each distribution, ``"not installed"`` when absent from this environment."""
+    """Installed version of each distribution, ``"not installed"`` when absent from this environment
+    (cellgnn itself: the version of the source tree in use, which is run uninstalled from ``src/``)."""
+    from . import __version__
+
     out = {"python": platform.python_version()}
     for name in names:
+        if name == "cellgnn":
+            out[name] = __version__
+            continue
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
