@@ -44,7 +44,10 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
         assert (res / f).stat().st_size > 0, f
     for split in ("cells", "donors"):
         m = json.loads((res / "models" / split / "gat" / "seed0" / "metrics.json").read_text())
-        assert m["test"]["macro_f1"] > m["majority_baseline_test"]["macro_f1"] + 0.1
+        # tiny data, short training: the GAT must still beat the majority-class baseline clearly
+        assert m["test"]["macro_f1"] > m["majority_baseline_test"]["macro_f1"] + 0.03
+        assert m["test"]["balanced_accuracy"] > m["majority_baseline_test"]["balanced_accuracy"] + 0.03
+        assert m["test"]["auroc"] > 0.58
         assert m["n_test_cells"] > 0
     assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "gat" / "seed0.log").exists()
     assert (tiny_run / "benchmarks" / "tiny" / "data.tsv").exists()
