@@ -5,6 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 SNAKEMAKE_ARGS ?=
+# Rules that train or explain models carry resources: gpu=1, and profiles/default lets one
+# such job run at a time (one GPU). Without a GPU they run on CPU cores: let as many run
+# as there are cores.
+NGPU := $(shell nvidia-smi -L 2>/dev/null | grep -c GPU)
+GPU_SLOTS := $(if $(filter 0,$(NGPU)),$(CORES),$(NGPU))
 
 .PHONY: install run test test-all lint report clean-results
 
@@ -19,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 run: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --resources gpu=$(GPU_SLOTS) $(SNAKEMAKE_ARGS)
 
 test: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest

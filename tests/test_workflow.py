@@ -24,7 +24,8 @@ def snakemake(*args, cwd=None, check=True):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
-    snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(work))
+    # no GPU here: let the gpu-tagged jobs use both cores
+    snakemake("--cores", "2", "--resources", "gpu=2", "--configfile", str(TINY), "--directory", str(work))
     return work
 
 
