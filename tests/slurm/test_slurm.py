@@ -182,13 +182,20 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster: Cluster, scra
     assert "exceeded memory limit" in first_log.read_text()
 
 
+def _default_sigint() -> None:
+    """Let the child take Ctrl-C: a shell that starts jobs in the background ignores SIGINT
+    in them, and Python keeps an inherited SIG_IGN instead of raising KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, scratch):
     workdir = copy_workflow(scratch("wf"))
     args = slurm_args(slurm_cluster, workdir, targets=INTERRUPT_TARGETS)
     t0 = time.perf_counter()
     proc = subprocess.Popen(snakemake_cmd(workdir, args), cwd=workdir, env=slurm_cluster.env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     # Ctrl-C once 3 jobs have finished (data, preprocess, graph) and the next is on SLURM
     lines: list[str] = []
     finished = 0
@@ -198,7 +205,9 @@ def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, 
         lines.append(line)
         finished += line.startswith("Finished jobid")
         if finished >= 3 and "has been submitted with SLURM jobid" in line:
-            os.killpg(proc.pid, signal.SIGINT)
+            # Ctrl-C reaches the snakemake process; not its whole group, where it could also
+            # kill an sbatch that snakemake is still running and turn the cancel into a crash
+            os.kill(proc.pid, signal.SIGINT)
             interrupted = True
             break
     rest, _ = proc.communicate(timeout=400)
@@ -215,7 +224,8 @@ def test_interrupted_run_resumes_with_only_missing_jobs(slurm_cluster: Cluster, 
         assert time.time() < deadline, "SLURM jobs still running 300 s after Ctrl-C"
         time.sleep(1)
     states = slurm_cluster.squeue("State")
-    assert any(states[s]["State"] == "CANCELLED" for s in running), {s: states[s] for s in running}
+    assert any(states[s]["State"] == "CANCELLED" for s in running), \
+        f"{ {s: states[s] for s in running} }\n{explain(first)}"
     done = first.finished_outputs()
     assert done
     before = mtimes(workdir, done)
