@@ -18,7 +18,7 @@ def test_default_config_is_valid_and_defaults_filled():
     cfg = validate_config({})
     assert cfg["dataset"] == "demo" and cfg["graph"]["k"] == 12 and cfg["data"]["keys"]["label"] == "label"
     full = validate_config(default())
-    assert full["train"]["models"] == ["logreg", "mlp", "gcn", "gat", "gat_ef", "gat_edge", "gcn_ef", "scanna"]
+    assert full["train"]["models"] == ["logreg", "mlp", "gcn", "gat", "gat_ef", "scanna"]
 
 
 def test_every_config_file_is_valid():

@@ -43,19 +43,31 @@ class GAT(nn.Module):
     """The study's GAT: GATConv(G→heads×hidden, concat) → ELU → GATConv(→C, heads averaged).
 
     Attention dropout ``attn_dropout`` (0.4 in the study) applies to the attention
-    coefficients only; LeakyReLU slope 0.2.
+    coefficients only; LeakyReLU slope 0.2. ``residual``: each layer also adds a linear
+    map of the cell's own input (PyG ``GATConv(residual=True)``), so a cell's features
+    are not averaged away among neighbours of other classes; ``False`` is the study's layer.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 8, heads: int = 8, attn_dropout: float = 0.4):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 8, heads: int = 8, attn_dropout: float = 0.4,
+                 residual: bool = False):
         super().__init__()
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout)
-        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout)
+        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, residual=residual)
+        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout,
+                             residual=residual)
 
     def forward(self, x, edge_index, edge_attr=None):
         h = nn.functional.elu(self.conv1(x, edge_index))
         return self.conv2(h, edge_index)
 
     def first_layer_weight(self) -> torch.Tensor:
-        """First-layer linear weights ``[heads*hidden, G]`` (for weight-magnitude explanations)."""
-        lin = getattr(self.conv1, "lin", None) or self.conv1.lin_src
-        return lin.weight
+        """First-layer linear weights ``[heads*hidden, G]`` (for weight-magnitude explanations);
+        with ``residual``, the skip map's rows follow: ``[2*heads*hidden, G]``."""
+        return first_gat_weight(self.conv1)
+
+
+def first_gat_weight(conv: GATConv) -> torch.Tensor:
+    """Rows of every linear map from a GATConv's input genes: message ``lin`` and, when
+    the layer is residual, its skip ``res``; ``[rows, G]``."""
+    lin = getattr(conv, "lin", None) or conv.lin_src
+    res = getattr(conv, "res", None)
+    return lin.weight if not isinstance(res, nn.Linear) else torch.cat([lin.weight, res.weight], 0)
