@@ -36,6 +36,7 @@ def test_every_config_file_is_valid():
     (lambda c: c["train"].update(models=["gat", "nope"]), "train.models"),
     (lambda c: c.update(device="tpu"), "device"),
     (lambda c: c["data"].update(source="file"), "data.file.path"),
+    (lambda c: c["graph"].update(split_modes=["donors"]), "augment.graph_model.splits"),
 ])
 def test_bad_config_names_file_and_key(mutate, field):
     cfg = copy.deepcopy(default())

@@ -253,6 +253,47 @@ def test_first_layer_projection_gives_the_same_ig(trained):
     np.testing.assert_allclose(fast.node_mass, slow.node_mass, rtol=1e-3, atol=1e-5)
 
 
+def test_ig_with_control_reference_is_complete_and_projection_exact(trained):
+    graph, _, model = trained
+    y, ct = graph["y"].numpy(), graph["cell_type"].numpy()
+    ref = ex.control_reference(graph["x"], y, ct, graph["train_mask"].numpy(), 0, len(CELL_TYPES))
+    cells = np.flatnonzero(graph["test_mask"].numpy())[:12]
+    fast, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4, reference=ref)
+    slow, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4, reference=ref,
+                              project_first_layer=False)
+    # delta is now f(x) - f(reference), and the attributions add up to it
+    np.testing.assert_allclose(fast.attr.sum(1), fast.delta, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(fast.attr, slow.attr, rtol=1e-3, atol=1e-5)
+    zero, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4)
+    assert not np.allclose(zero.delta, fast.delta)  # the baseline is used
+
+
+def test_control_reference_is_the_mean_control_cell_per_type():
+    x = torch.tensor([[1.0, 0.0], [3.0, 2.0], [10.0, 10.0], [5.0, 4.0], [7.0, 7.0]])
+    y = np.array([0, 0, 1, 0, 0])
+    ct = np.array([0, 0, 0, 1, 1])
+    mask = np.array([True, True, True, True, False])  # cell 4 is not a training cell
+    ref = ex.control_reference(x, y, ct, mask, control=0, n_cell_types=3)
+    # type 0: cells 0, 1; type 1: cell 3; type 2 has none: mean of the three control cells
+    np.testing.assert_allclose(ref.numpy(), [[2.0, 1.0], [5.0, 4.0], [3.0, 2.0]])
+    with pytest.raises(CellgnnInputError, match="control class"):
+        ex.control_reference(x, y, ct, mask, control=2, n_cell_types=3)
+
+
+def test_projection_covers_a_residual_gat(trained):
+    """x enters a residual GAT layer twice (message map and skip): both are projected, exactly."""
+    from cellgnn.models.baselines import GAT
+
+    graph, _, _ = trained
+    torch.manual_seed(0)
+    model = GAT(N_GENES, len(CLASSES), residual=True).eval()
+    cells = np.flatnonzero(graph["test_mask"].numpy())[:10]
+    fast, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4)
+    slow, _ = ig_class_scores(model, graph, cells, n_steps=16, tolerance=1e-4, project_first_layer=False)
+    assert set(fast.batches["space"]) == {"first_layer"}
+    np.testing.assert_allclose(fast.attr, slow.attr, rtol=1e-3, atol=1e-5)
+
+
 def test_first_layer_projection_refused_when_x_is_reused():
     """A model that also uses x past its first layer (skip connection) falls back to raw features."""
 

@@ -73,6 +73,11 @@ def _semantic_checks(cfg: dict, source: str) -> None:
     if data["source"] == "file" and not data["file"].get("path"):
         raise CellgnnInputError("data.source is 'file' but no path is given", file=source, field="data.file.path",
                                 fix="set data.file.path to an .h5ad, 10x .h5 or 10x MTX directory")
+    missing = [s for s in cfg["augment"]["graph_model"]["splits"] if s not in cfg["graph"]["split_modes"]]
+    if missing:
+        raise CellgnnInputError(f"gat_activa split mode(s) {missing} are not among graph.split_modes "
+                                f"{cfg['graph']['split_modes']}", file=source, field="augment.graph_model.splits",
+                                fix="name split modes the graph stage builds, or [] for all of them")
     from .models import MODELS
 
     unknown = [m for m in cfg["train"]["models"] if m not in MODELS]

@@ -6,9 +6,11 @@ Methods (each returns a gene score per class, and per cell type × class where i
   explained cell gets its own copy of its k-hop computation graph (a disjoint union per
   batch), so one IG pass gives exact per-cell attributions over every node and gene that
   can influence the cell; a cell's gene score is the sum over the nodes of its copy.
-  Baseline: all-zero features. When x enters the model only through a first linear layer,
-  IG is computed in that layer's output space and mapped back to genes exactly (chain
-  rule), which makes it ~G/H times cheaper. The completeness error ``|Σ attr − (f(x) − f(0))|`` is
+  Baseline (``explain.ig.baseline``): the mean control-class training cell of the same cell
+  type (default), or all-zero features. When x enters the model only through linear layers
+  (a GAT layer's message map and its residual skip), IG is computed in their output space
+  and mapped back to genes exactly (chain rule), which makes it ~G/H times cheaper. The
+  completeness error ``|Σ attr − (f(x) − f(x₀))|`` is
   measured per cell, and the number of steps is doubled until its relative size is below
   the tolerance.
 - ``weights``: the original study's first-layer weight magnitude, ``max |W[:, g]|`` over
@@ -204,9 +206,15 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
                          num_hops: int | None = None, n_steps: int = 32, max_steps: int = 512,
                          tolerance: float = 0.01, batch_cells: int = 32,
                          max_floats: int = 2**27, device: torch.device | str = "cpu",
-                         project_first_layer: bool = True, progress: bool = True) -> IGResult:
+                         project_first_layer: bool = True, progress: bool = True,
+                         reference: torch.Tensor | None = None) -> IGResult:
     """Integrated gradients of each cell's target logit with respect to the node features of
-    its computation graph (baseline zeros).
+    its computation graph.
+
+    Baseline: zeros, or with ``reference [T, G]`` each node's row ``reference[cell_type]``
+    (e.g. :func:`control_reference`, the mean control cell of its type), so that a gene's
+    attribution is ``(x − x_ref) ⊙ ∫ gradient``: what differs from an uninfected cell of
+    the same type, rather than everything the cell expresses.
 
     x ``[N, G]``, edge_index ``[2, E]``, edge_attr ``[E, F]`` or None, cells ``[n]`` node
     ids, targets ``[n]`` class per cell, cell_type ``[N]``. Steps start at ``n_steps`` and
@@ -214,11 +222,11 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     ``Σ|Σ attr − Δf| / Σ|Δf|`` is at most ``tolerance``. ``max_floats`` bounds the size of
     one captum step chunk (``steps × nodes × genes``), hence memory.
 
-    ``project_first_layer``: when x enters the model only through a first linear layer
-    ``h = x Wᵀ + b`` (checked on the first batch by comparing outputs), IG runs on ``x Wᵀ``
-    (H dims instead of G) with captum's un-multiplied integrated gradient ``A``, and the
-    gene attribution is recovered exactly as ``x ⊙ (A W)`` (chain rule); the result is the
-    same IG, at a fraction of the cost.
+    ``project_first_layer``: when x enters the model only through linear layers
+    ``h_i = x W_iᵀ + b_i`` (checked on the first batch by comparing outputs), IG runs on
+    ``x Wᵀ`` with ``W`` the stacked ``W_i`` (H dims instead of G) with captum's un-multiplied
+    integrated gradient ``A``, and the gene attribution is recovered exactly as
+    ``(x − x₀) ⊙ (A W)`` (chain rule); the same IG, at a fraction of the cost.
     """
     cells = np.asarray(cells, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
@@ -232,13 +240,14 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     sampler = exact_sampler(model, x, edge_index, ea_dev, cells[:batch_cells], num_hops, device)
     cell_type_t = torch.as_tensor(cell_type, dtype=torch.long)
     # gradients are needed for the inputs only: freezing the weights saves a third of the work
+    ref_dev = reference.to(device=device, dtype=x_dev.dtype) if reference is not None else None
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         return _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
                            n_steps, max_steps, tolerance, batch_cells, max_floats, device,
-                           project_first_layer, progress)
+                           project_first_layer, progress, ref_dev)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -246,7 +255,7 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
 
 def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
                 n_steps, max_steps, tolerance, batch_cells, max_floats, device,
-                project_first_layer, progress) -> IGResult:
+                project_first_layer, progress, ref_dev=None) -> IGResult:
     from captum.attr import IntegratedGradients
     from tqdm import tqdm
 
@@ -264,30 +273,32 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
         cg = CompGraphs(*(t.to(device) for t in (cg.nodes, cg.owner, cg.root_pos, cg.edge_index, cg.edge_ids)))
         tgt = torch.as_tensor(targets[sl], device=device)
         xu = x_dev[cg.nodes]  # [M, G]
+        x0 = torch.zeros_like(xu) if ref_dev is None else ref_dev[cell_type_t.to(device)[cg.nodes]]
         with torch.no_grad():
             logits = _root_logits(model, xu, cg, ea_dev)
-            base = _root_logits(model, torch.zeros_like(xu), cg, ea_dev)
+            base = _root_logits(model, x0, cg, ea_dev)
             if bi == 0:
-                if first is not None and not _first_linear_is_exact(model, first, xu, cg, ea_dev, logits, base):
-                    LOG.info("the first layer %s is not the only use of x: IG runs on the raw features", first[0])
+                if first is not None and not _first_linear_is_exact(model, first, xu, x0, cg, ea_dev, logits, base):
+                    LOG.info("the layers %s are not the only use of x: IG runs on the raw features",
+                             [name for name, _ in first])
                     first = None
         d = (logits - base).gather(1, tgt[:, None]).squeeze(1)
         if first is not None:  # IG in the first layer's output space, mapped back to genes exactly
-            name, lin = first
-            w = lin.weight.detach()
+            w = _stacked_weight(first)
             inputs = (xu @ w.T).unsqueeze(0)  # [1, M, H]
+            baselines = (x0 @ w.T).unsqueeze(0)
         else:
-            inputs = xu.unsqueeze(0)  # [1, M, G]
+            inputs, baselines = xu.unsqueeze(0), x0.unsqueeze(0)  # [1, M, G]
         fwd = _union_forward(model, cg, ea_dev, tgt)
         chunk = max(1, int(max_floats // max(1, inputs[0].numel())))
         ig = IntegratedGradients(fwd, multiply_by_inputs=first is None)
         steps = n_steps
         while True:
             with _swapped(model, first):
-                a = ig.attribute(inputs, baselines=0.0, n_steps=steps, method="gausslegendre",
+                a = ig.attribute(inputs, baselines=baselines, n_steps=steps, method="gausslegendre",
                                  internal_batch_size=min(chunk, steps))[0].detach()
             if first is not None:
-                a = xu * (a @ w)  # d f / d x = (d f / d h) W, times x: per node and gene
+                a = (xu - x0) * (a @ w)  # d f / d x = (d f / d h) W, times x − x0: per node and gene
             per_root = torch.zeros(len(tgt), g, device=device).index_add_(0, cg.owner, a)
             err_abs = (per_root.sum(1) - d).abs()
             rel = (err_abs.sum() / d.abs().sum().clamp(min=1e-12)).item()
@@ -311,55 +322,84 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
     return IGResult(cells, targets, attr, delta, pred, node_mass, pd.DataFrame(rows))
 
 
-class _BiasOnly(torch.nn.Module):
-    """Stand-in for a first linear layer whose product ``x Wᵀ`` is precomputed: adds the bias."""
+class _SliceBias(torch.nn.Module):
+    """Stand-in for a linear layer whose product ``x Wᵀ`` is precomputed as columns
+    ``[start, stop)`` of the model's input: selects them and adds the bias."""
 
-    def __init__(self, bias: torch.Tensor | None):
+    def __init__(self, bias: torch.Tensor | None, start: int, stop: int):
         super().__init__()
-        self.bias = bias
+        self.bias, self.start, self.stop = bias, start, stop
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        u = u[..., self.start:self.stop]
         return u if self.bias is None else u + self.bias
 
 
 def _first_linear(model: torch.nn.Module, n_genes: int):
-    """``(name, module)`` of the first leaf module with a 2-D weight reading ``n_genes`` inputs, or None."""
+    """``[(name, module), ...]``: every ``nn.Linear`` leaf reading ``n_genes`` inputs (the
+    layers that can take x directly), or None when there is none."""
+    found = []
     for name, mod in model.named_modules():
         w = getattr(mod, "weight", None)
         if name and not list(mod.children()) and isinstance(w, torch.Tensor) and w.dim() == 2 \
                 and w.shape[1] == n_genes and type(mod).__name__ == "Linear":
-            return name, mod
-    return None
+            found.append((name, mod))
+    return found or None
+
+
+def _stacked_weight(first) -> torch.Tensor:
+    """The layers' weights stacked: ``[Σ H_i, G]``."""
+    return torch.cat([lin.weight.detach() for _, lin in first], 0)
 
 
 @contextlib.contextmanager
 def _swapped(model: torch.nn.Module, first):
-    """Replace the first linear layer by its bias (inputs are then ``x Wᵀ``); no-op for None."""
+    """Replace each linear layer of ``first`` by its slice of the stacked ``x Wᵀ`` plus its bias
+    (inputs are then ``x Wᵀ``); no-op for None."""
     if first is None:
         yield
         return
-    name, lin = first
-    parent = model.get_submodule(name.rpartition(".")[0])
-    attr_name = name.rpartition(".")[2]
-    setattr(parent, attr_name, _BiasOnly(lin.bias.detach() if lin.bias is not None else None))
+    saved, start = [], 0
+    for name, lin in first:
+        parent = model.get_submodule(name.rpartition(".")[0])
+        attr_name = name.rpartition(".")[2]
+        stop = start + lin.weight.shape[0]
+        setattr(parent, attr_name, _SliceBias(lin.bias.detach() if lin.bias is not None else None, start, stop))
+        saved.append((parent, attr_name, lin))
+        start = stop
     try:
         yield
     finally:
-        setattr(parent, attr_name, lin)
+        for parent, attr_name, lin in saved:
+            setattr(parent, attr_name, lin)
 
 
-def _first_linear_is_exact(model, first, xu, cg, ea, logits, base) -> bool:
-    """True when feeding ``x Wᵀ`` to the model with the first layer swapped out gives the same
-    outputs (i.e. x is used only through that layer), at x and at the zero baseline."""
-    w = first[1].weight.detach()
+def _first_linear_is_exact(model, first, xu, x0, cg, ea, logits, base) -> bool:
+    """True when feeding ``x Wᵀ`` to the model with the layers swapped out gives the same
+    outputs (i.e. x is used only through them), at x and at the baseline x0."""
+    w = _stacked_weight(first)
     try:
         with _swapped(model, first):
             l2 = _root_logits(model, xu @ w.T, cg, ea)
-            b2 = _root_logits(model, torch.zeros(xu.shape[0], w.shape[0], device=xu.device), cg, ea)
+            b2 = _root_logits(model, x0 @ w.T, cg, ea)
     except (RuntimeError, ValueError, IndexError):
         return False
     tol = 1e-4 * max(1.0, logits.abs().max().item())
     return bool((l2 - logits).abs().max() <= tol and (b2 - base).abs().max() <= tol)
+
+
+def control_reference(x: torch.Tensor, y: np.ndarray, cell_type: np.ndarray, mask: np.ndarray,
+                      control: int, n_cell_types: int) -> torch.Tensor:
+    """IG reference ``[T, G]``: per cell type, the mean features of the ``mask`` cells of class
+    ``control``; a type without such cells gets the mean over all of them."""
+    sel = mask & (y == control)
+    if not sel.any():
+        raise CellgnnInputError("no cells of the control class among the cells given", field="explain.de_control",
+                                fix="name a class with training cells, or set explain.ig.baseline: zeros")
+    xs = x[torch.as_tensor(sel)].double().numpy()
+    means, counts = class_means(xs, cell_type[sel], n_cell_types)
+    means[counts == 0] = xs.mean(0)
+    return torch.as_tensor(means, dtype=x.dtype)
 
 
 def _root_logits(model, xu: torch.Tensor, cg: CompGraphs, edge_attr) -> torch.Tensor:
@@ -752,6 +792,15 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     min_cells = int(params.get("min_cells_per_group", 3))
     edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
     LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
+    ig_reference = None
+    control = params.get("de_control", "mock")
+    if (params.get("ig", {}) or {}).get("baseline", "control") == "control" and "integrated_gradients" in methods:
+        if control in classes:
+            ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), classes.index(control),
+                                             len(cell_types))
+        else:
+            notes.append(f"integrated_gradients: control class '{control}' (explain.de_control) not among the "
+                         "classes; zero baseline used")
 
     for seed, path in sorted(inp.models.items()):
         model = inp.load_model(path, g)
@@ -763,7 +812,8 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
                                        edge_attr=ea, num_hops=hops, n_steps=int(ig_p.get("n_steps", 32)),
                                        max_steps=int(ig_p.get("max_steps", 512)),
                                        tolerance=float(ig_p.get("tolerance", 0.01)),
-                                       batch_cells=int(ig_p.get("batch_cells", 32)), device=device)
+                                       batch_cells=int(ig_p.get("batch_cells", 32)), device=device,
+                                       reference=ig_reference)
             completeness.append(res.batches.assign(seed=seed))
             rankings += _group_rankings("integrated_gradients", seed, res.attr, y[cells], ct[cells],
                                         classes, cell_types, explain_classes, min_cells)
@@ -812,7 +862,6 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
             if len(cell_types) > 1 and m.sum() >= 2 * min_cells:
                 de_t = de_scores(x[m].numpy(), y[m], classes, genes, min_cells=min_cells)
                 rankings += [long_scores("de", "", c, tname, s) for c, s in de_t.items() if c in explain_classes]
-    control = params.get("de_control", "mock")
     if "de_control" in methods and control not in classes:
         notes.append(f"de_control: control class '{control}' not among the classes; skipped")
     elif "de_control" in methods:

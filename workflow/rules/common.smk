@@ -36,7 +36,8 @@ ABLATION_GROUPS = (
     else []
 )
 # model gat_activa: the GAT on ACTIVA-topped-up training graphs (train_gat_activa, augment.smk)
-GRAPH_MODELS = MODELS + (["gat_activa"] if config["augment"]["graph_model"]["enabled"] and "gat" in MODELS else [])
+GAT_ACTIVA = config["augment"]["graph_model"]["enabled"] and "gat" in MODELS
+GAT_ACTIVA_SPLITS = [s for s in SPLITS if s in (config["augment"]["graph_model"]["splits"] or SPLITS)]
 
 
 wildcard_constraints:
@@ -68,14 +69,12 @@ def ablation_runs(wildcards):
 
 
 def model_runs(wildcards):
-    """metrics.json of every model x split mode x seed."""
-    return expand(
-        "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json",
-        dataset=wildcards.dataset,
-        split=SPLITS,
-        model=GRAPH_MODELS,
-        seed=SEEDS,
-    )
+    """metrics.json of every model x split mode x seed, and of gat_activa on its split modes."""
+    pattern = "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json"
+    runs = expand(pattern, dataset=wildcards.dataset, split=SPLITS, model=MODELS, seed=SEEDS)
+    if GAT_ACTIVA:
+        runs += expand(pattern, dataset=wildcards.dataset, split=GAT_ACTIVA_SPLITS, model="gat_activa", seed=SEEDS)
+    return runs
 
 
 EXPLAIN_FIGURES = ["explain_top_genes", "explain_methods", "explain_edge_features", "explain_cell_types"]
