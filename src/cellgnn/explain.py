@@ -238,7 +238,7 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     x_dev = x.to(device)
     ea_dev = edge_attr.to(device) if edge_attr is not None else None
     sampler = exact_sampler(model, x, edge_index, ea_dev, cells[:batch_cells], num_hops, device)
-    cell_type_t = torch.as_tensor(cell_type, dtype=torch.long)
+    cell_type_t = torch.as_tensor(cell_type, dtype=torch.long, device=device)
     # gradients are needed for the inputs only: freezing the weights saves a third of the work
     ref_dev = reference.to(device=device, dtype=x_dev.dtype) if reference is not None else None
     frozen = [p for p in model.parameters() if p.requires_grad]
@@ -265,7 +265,7 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
     pred = np.zeros(n, np.int64)
     node_mass = np.zeros((n, n_cell_types), np.float32)
     rows = []
-    first = _first_linear(model, g) if project_first_layer else None
+    first = _gene_linears(model, g) if project_first_layer else None
     starts = range(0, n, batch_cells)
     for bi, start in enumerate(tqdm(starts, desc="integrated gradients", disable=not progress)):
         sl = slice(start, start + batch_cells)
@@ -273,12 +273,12 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
         cg = CompGraphs(*(t.to(device) for t in (cg.nodes, cg.owner, cg.root_pos, cg.edge_index, cg.edge_ids)))
         tgt = torch.as_tensor(targets[sl], device=device)
         xu = x_dev[cg.nodes]  # [M, G]
-        x0 = torch.zeros_like(xu) if ref_dev is None else ref_dev[cell_type_t.to(device)[cg.nodes]]
+        x0 = torch.zeros_like(xu) if ref_dev is None else ref_dev[cell_type_t[cg.nodes]]
         with torch.no_grad():
             logits = _root_logits(model, xu, cg, ea_dev)
             base = _root_logits(model, x0, cg, ea_dev)
             if bi == 0:
-                if first is not None and not _first_linear_is_exact(model, first, xu, x0, cg, ea_dev, logits, base):
+                if first is not None and not _projection_is_exact(model, first, xu, x0, cg, ea_dev, logits, base):
                     LOG.info("the layers %s are not the only use of x: IG runs on the raw features",
                              [name for name, _ in first])
                     first = None
@@ -310,7 +310,7 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
                         bi, rel, tolerance, max_steps)
         mass = a.abs().sum(1)
         nm = torch.zeros(len(tgt), n_cell_types, device=device)
-        nm.index_put_((cg.owner, cell_type_t.to(device)[cg.nodes]), mass, accumulate=True)
+        nm.index_put_((cg.owner, cell_type_t[cg.nodes]), mass, accumulate=True)
         attr[sl] = per_root.cpu().numpy()
         delta[sl] = d.cpu().numpy()
         pred[sl] = logits.argmax(1).cpu().numpy()
@@ -335,7 +335,7 @@ class _SliceBias(torch.nn.Module):
         return u if self.bias is None else u + self.bias
 
 
-def _first_linear(model: torch.nn.Module, n_genes: int):
+def _gene_linears(model: torch.nn.Module, n_genes: int):
     """``[(name, module), ...]``: every ``nn.Linear`` leaf reading ``n_genes`` inputs (the
     layers that can take x directly), or None when there is none."""
     found = []
@@ -374,7 +374,7 @@ def _swapped(model: torch.nn.Module, first):
             setattr(parent, attr_name, lin)
 
 
-def _first_linear_is_exact(model, first, xu, x0, cg, ea, logits, base) -> bool:
+def _projection_is_exact(model, first, xu, x0, cg, ea, logits, base) -> bool:
     """True when feeding ``x Wᵀ`` to the model with the layers swapped out gives the same
     outputs (i.e. x is used only through them), at x and at the baseline x0."""
     w = _stacked_weight(first)
@@ -792,9 +792,10 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     min_cells = int(params.get("min_cells_per_group", 3))
     edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
     LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
+    ig_p = params.get("ig", {}) or {}
     ig_reference = None
     control = params.get("de_control", "mock")
-    if (params.get("ig", {}) or {}).get("baseline", "control") == "control" and "integrated_gradients" in methods:
+    if ig_p.get("baseline", "control") == "control" and "integrated_gradients" in methods:
         if control in classes:
             ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), classes.index(control),
                                              len(cell_types))
@@ -807,7 +808,6 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
         ea = edge_attr  # models without edge features ignore it
         hops = params.get("num_hops") or None
         if "integrated_gradients" in methods:
-            ig_p = params.get("ig", {})
             res = integrated_gradients(model, x, g["edge_index"], cells, y[cells], ct, len(cell_types),
                                        edge_attr=ea, num_hops=hops, n_steps=int(ig_p.get("n_steps", 32)),
                                        max_steps=int(ig_p.get("max_steps", 512)),

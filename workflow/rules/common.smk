@@ -110,8 +110,6 @@ def get_final_output():
     ]
 
 
-
-
 def preferred_split_predictions(wildcards):
     """predictions.csv of every model and seed on the preferred split mode (donors when run);
     the plotting code picks the best model from metrics/models.csv."""
