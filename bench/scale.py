@@ -120,7 +120,7 @@ def run_one(n: int, args) -> dict:
     import cellgnn.graph
     from cellgnn.graph import knn_graph
     from cellgnn.knn import exact_neighbors_of, knn_search, recall_at_k
-    from cellgnn.minibatch import ClusterBatches, partition_nodes, predict, train_epoch
+    from cellgnn.batching import ClusterBatches, kmeans_partition, predict, train_epoch
     from cellgnn.models import build_model
     from cellgnn.utils import seed_everything
 
@@ -206,7 +206,7 @@ def run_one(n: int, args) -> dict:
     y = torch.from_numpy(pd.Categorical(adata.obs["label"], categories=classes).codes.astype(np.int64))
     train_mask = torch.from_numpy(rng.random(n) < 0.7)
     n_parts = max(1, n // args.part_size)
-    parts = stage("partition", lambda: partition_nodes(pca, n_parts, seed=args.seed, n_jobs=args.threads))
+    parts = stage("partition", lambda: kmeans_partition(pca, n_parts, seed=args.seed, n_jobs=args.threads))
     eit = torch.from_numpy(ei)
     batches = ClusterBatches(eit, parts, args.parts_per_batch, seed=args.seed)
     model = build_model("gat", x.shape[1], len(classes))

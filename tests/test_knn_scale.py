@@ -9,7 +9,7 @@ import torch
 
 from cellgnn.errors import CellgnnInputError
 from cellgnn.knn import knn_search, recall_at_k, sampled_recall
-from cellgnn.minibatch import ClusterBatches, gather_features, partition_nodes, predict, train_epoch
+from cellgnn.batching import ClusterBatches, gather_features, kmeans_partition, predict, train_epoch
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +74,17 @@ def test_cluster_batches_cover_nodes_and_keep_induced_edges(pca_like):
     n = pca_like.shape[0]
     src = np.repeat(np.arange(n), 8)
     ei = torch.from_numpy(np.vstack([np.concatenate([src, idx.ravel()]), np.concatenate([idx.ravel(), src])]))
-    parts = partition_nodes(pca_like, 12, seed=0)
+    parts = kmeans_partition(pca_like, 12, seed=0)
     assert parts.shape == (n,) and len(np.unique(parts)) == 12
     batches = ClusterBatches(ei, parts, parts_per_batch=4, seed=0)
     seen = []
     kept = 0
     edges = set(map(tuple, ei.numpy().T))
     for b in batches:
-        nodes = b.nodes.numpy()
+        nodes = b.node_ids.numpy()
         seen.append(nodes)
-        g = np.vstack([nodes[b.edge_index[0].numpy()], nodes[b.edge_index[1].numpy()]]).T
-        assert all(tuple(e) in edges for e in g[:200])  # induced edges are real edges
-        kept += len(set(map(tuple, g)))
+        assert torch.equal(b.node_ids[b.edge_index], ei[:, b.edge_ids])  # local edges are the global rows edge_ids
+        kept += len(set(map(tuple, ei[:, b.edge_ids].numpy().T)))
     allnodes = np.concatenate(seen)
     assert len(batches) == 3 and np.array_equal(np.sort(allnodes), np.arange(n))
     assert kept / len(edges) > 0.6  # k-means partitions keep most kNN edges inside batches
@@ -115,11 +114,11 @@ def test_train_epoch_and_predict_with_sparse_features(pca_like):
 
     model = Net()
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    batches = ClusterBatches(ei, partition_nodes(pca_like, 10, seed=0), 3, seed=0)
+    batches = ClusterBatches(ei, kmeans_partition(pca_like, 10, seed=0), 3, seed=0)
     mask = torch.ones(n, dtype=torch.bool)
     losses = [train_epoch(model, x, y, mask, batches, opt, torch.nn.CrossEntropyLoss(), scale=scale)
               for _ in range(8)]
     assert losses[-1] < losses[0]
-    proba = predict(model, x, ClusterBatches(ei, partition_nodes(pca_like, 10), 3, shuffle=False), 2, scale=scale)
+    proba = predict(model, x, ClusterBatches(ei, kmeans_partition(pca_like, 10), 3, shuffle=False), 2, scale=scale)
     assert proba.shape == (n, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert ((proba.argmax(1) == y.numpy()).mean()) > 0.8

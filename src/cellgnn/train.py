@@ -180,13 +180,13 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
 
     batching = cfg.get("batching", "full")
     if batching == "cluster":  # Cluster-GCN mini-batches over the training graph (cellgnn.batching)
-        from .batching import cluster_batches, pca_partition
+        from .batching import ClusterBatches, pca_partition
 
         sub_pca = graph["pca"] if graph["graph_mode"] != "inductive" else graph["pca"][graph["train_mask"]]
-        sub = {"pca": sub_pca, "edge_index": tr_ei.cpu(), "x": tr_x.cpu(), "y": tr_y.cpu(),
-               "train_mask": (torch.ones(tr_x.shape[0], dtype=torch.bool) if tr_mask is None else tr_mask.cpu())}
         num_parts = min(int(cfg.get("num_parts", 50)), tr_x.shape[0])
-        parts = pca_partition(sub_pca.numpy(), num_parts)
+        batches = ClusterBatches(tr_ei, pca_partition(sub_pca.numpy(), num_parts),
+                                 int(cfg.get("parts_per_batch", 10)), seed=seed)
+        tr_train = torch.ones(tr_x.shape[0], dtype=torch.bool, device=device) if tr_mask is None else tr_mask
 
     best = {"loss": float("inf"), "epoch": -1, "state": None}
     history = []
@@ -208,12 +208,14 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         model.train()
         if batching == "cluster":
             total, seen = 0.0, 0
-            for b in cluster_batches(sub, num_parts, int(cfg.get("parts_per_batch", 10)), seed + epoch, parts=parts):
-                mb = b["train_mask"].to(device)
+            batches.epoch = epoch  # parts shuffled with seed + epoch, also after a resume
+            for b in batches:
+                nid = b.node_ids.to(device)
+                mb = tr_train[nid]
                 if not bool(mb.any()):
                     continue
-                eab = None if tr_ea is None else tr_ea[b["edge_ids"].to(device)]
-                total += step(b["x"].to(device), b["edge_index"].to(device), eab, b["y"].to(device), mb) * int(mb.sum())
+                eab = None if tr_ea is None else tr_ea[b.edge_ids.to(device)]
+                total += step(tr_x[nid], b.edge_index.to(device), eab, tr_y[nid], mb) * int(mb.sum())
                 seen += int(mb.sum())
             train_loss = total / max(1, seen)
         else:

@@ -29,7 +29,7 @@ import torch
 from torch_geometric.nn import GATConv
 from tqdm.auto import tqdm
 
-from ..batching import cluster_batches, pca_partition
+from ..batching import ClusterBatches, pca_partition
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
     """Train an AuxGAT on ``target`` (int ``[N]``) over ``train_mask`` cells; return α float32 ``[E, heads]``.
 
     ``batching``: ``full`` (one full-graph step per epoch) or ``cluster`` (Cluster-GCN
-    mini-batches, see ``cellgnn.batching``). Readout is always one full-graph eval pass.
+    mini-batches from ``cellgnn.batching.ClusterBatches`` on a ``pca_partition``). Readout is always one full-graph eval pass.
     ``checkpoint``: atomic resumable state (model, optimizer, torch RNG, epoch) written there
     every ``checkpoint_every`` epochs and continued from when it exists and matches this run
     (same α as an uninterrupted run on CPU); the caller deletes it.
@@ -94,8 +94,8 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     if batching == "cluster":
-        sub = {"pca": graph["pca"], "edge_index": ei_full, "y": y_train, "x": x}
-        parts = pca_partition(np.asarray(graph["pca"]), num_parts)
+        batches = ClusterBatches(ei_full, pca_partition(np.asarray(graph["pca"]), num_parts), parts_per_batch,
+                                 seed=seed)
     else:
         xd, eid, yd = x.to(device), ei_full.to(device), y_train.to(device)
     start = 0
@@ -111,12 +111,14 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
     for epoch in tqdm(range(start, epochs), desc=f"aux GAT ({name})", mininterval=10, leave=False):
         if batching == "cluster":
             total = 0.0
-            for b in cluster_batches(sub, num_parts, parts_per_batch, seed + epoch, parts=parts):
-                if not (b["y"] >= 0).any():
+            batches.epoch = epoch  # parts shuffled with seed + epoch, also after a resume
+            for b in batches:
+                yb = y_train[b.node_ids]
+                if not (yb >= 0).any():
                     continue
                 opt.zero_grad()
-                logits, _ = model(b["x"].to(device), b["edge_index"].to(device))
-                loss = loss_fn(logits, b["y"].to(device))
+                logits, _ = model(x[b.node_ids].to(device), b.edge_index.to(device))
+                loss = loss_fn(logits, yb.to(device))
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
