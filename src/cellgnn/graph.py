@@ -115,17 +115,19 @@ def knn_graph(points: np.ndarray, k: int, metric: str = "euclidean", self_loops:
     sigma = np.maximum(excess.mean(axis=1, keepdims=True), 1e-8)
     w = np.exp(-excess / sigma).astype(np.float64)
     a = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
-    a = a + a.T - a.multiply(a.T)
-    a = a.tocoo()
-    keep = a.row != a.col
-    src, dst, wt = a.row[keep], a.col[keep], a.data[keep]
+    a = (a + a.T - a.multiply(a.T)).tocsr()
+    diag = a.diagonal()
+    if diag.any():  # knn_search excludes each point itself; keep the graph loop-free all the same
+        a = (a - sp.diags(diag)).tocsr()
+    a.eliminate_zeros()
     if self_loops:
-        src = np.concatenate([src, np.arange(n)])
-        dst = np.concatenate([dst, np.arange(n)])
-        wt = np.concatenate([wt, np.ones(n)])
-    ei = np.vstack([src, dst]).astype(np.int64)
-    ei, (wt,) = sort_edges(ei, wt.astype(np.float32))
-    return ei, wt
+        a = (a + sp.identity(n, format="csr")).tocsr()
+    a.sort_indices()
+    # a is symmetric, so row i lists the sources j of the edges j -> i: CSR order is the
+    # (target, source) order of sort_edges, without sorting E edges
+    dst = np.repeat(np.arange(n, dtype=np.int64), np.diff(a.indptr))
+    ei = np.vstack([a.indices.astype(np.int64), dst])
+    return ei, a.data.astype(np.float32)
 
 
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
