@@ -9,8 +9,8 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    figure_umap(smk.input.adata, smk.input.models, list(smk.input.predictions), smk.params.split,
-                smk.output.png, smk.output.pdf, seed=smk.params.seed)
+    figure_umap(smk.input.adata, smk.input.embedding, smk.input.models, list(smk.input.predictions),
+                smk.params.split, smk.output.png, smk.output.pdf)
 
 
 run_rule(main, snakemake)  # noqa: F821

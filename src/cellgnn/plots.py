@@ -57,24 +57,50 @@ def preferred_split(splits) -> str:
 
 
 # ---------------------------------------------------------------- UMAP
-def plot_umap(adata, predictions: pd.DataFrame, png: str, pdf: str, title_model: str, seed: int = 0) -> None:
-    """Four UMAP panels: label, cell type, donor, and the best model's prediction on test cells.
+def umap_embedding(adata, seed: int = 0) -> pd.DataFrame:
+    """2-D UMAP of the cells from their PCA (scanpy neighbors + umap, seeded).
 
-    adata: preprocessed AnnData with ``obsm["X_pca"]``; predictions: the model's
-    ``predictions.csv`` (``cell_id, split, true, pred``).
+    adata: preprocessed AnnData with ``obsm["X_pca"]``; returns a DataFrame indexed by
+    cell id with columns ``umap1, umap2`` (arbitrary units).
     """
     import scanpy as sc
 
+    adata = _pca_only(adata)
     sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed)
     sc.tl.umap(adata, random_state=seed)
     emb = adata.obsm["X_umap"]
-    pred = predictions.set_index("cell_id").reindex(adata.obs_names)
+    return pd.DataFrame({"umap1": emb[:, 0], "umap2": emb[:, 1]}, index=pd.Index(adata.obs_names, name="cell_id"))
+
+
+def _pca_only(adata):
+    """An AnnData with only the cells' names and ``obsm["X_pca"]`` (no genes)."""
+    import anndata as ad
+
+    out = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names))
+    out.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"])
+    return out
+
+
+def plot_umap(obs: pd.DataFrame, embedding: pd.DataFrame, predictions: pd.DataFrame, png: str, pdf: str,
+              title_model: str) -> None:
+    """Four UMAP panels: label, cell type, donor, and the best model's prediction on test cells.
+
+    obs: the cells' ``obs`` (categorical ``label``, ``cell_type``, ``donor``); embedding:
+    :func:`umap_embedding`'s table for the same cells; predictions: the model's
+    ``predictions.csv`` (``cell_id, split, true, pred``).
+    """
+    missing = obs.index.difference(embedding.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} cells have no UMAP coordinates (e.g. {missing[0]}); "
+                         "the embedding is from another preprocessing run: rerun rule umap_embedding")
+    emb = embedding.reindex(obs.index)[["umap1", "umap2"]].to_numpy()
+    pred = predictions.set_index("cell_id").reindex(obs.index)
     panels = [("label", "True label"), ("cell_type", "Cell type"), ("donor", "Donor / sample")]
-    panels = [(k, t) for k, t in panels if k in adata.obs]
+    panels = [(k, t) for k, t in panels if k in obs]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.2 * (len(panels) + 1), 5))
-    label_cats = list(adata.obs["label"].cat.categories)
+    label_cats = list(obs["label"].cat.categories)
     for ax, (key, title) in zip(axes, panels):
-        _scatter_categories(ax, emb, adata.obs[key].astype(str).to_numpy(), list(adata.obs[key].cat.categories))
+        _scatter_categories(ax, emb, obs[key].astype(str).to_numpy(), list(obs[key].cat.categories))
         ax.set_title(title)
     ax = axes[-1]
     is_test = (pred["split"] == "test").to_numpy()
@@ -227,12 +253,23 @@ def _best_predictions(models_csv: str, prediction_files: list[str], split: str) 
     return model, [pd.read_csv(f) for f in sorted(files)]
 
 
-def figure_umap(adata_path: str, models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str,
-                seed: int = 0) -> None:
+def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
+    """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
+    import anndata as ad
+
+    emb = umap_embedding(ad.read_h5ad(adata_path, backed="r"), seed=seed)
+    with atomic_path(out_csv) as tmp:
+        emb.to_csv(tmp, float_format="%.5f")
+
+
+def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
+                png: str, pdf: str) -> None:
     import anndata as ad
 
     model, tables = _best_predictions(models_csv, prediction_files, split)
-    plot_umap(ad.read_h5ad(adata_path), tables[0], png, pdf, f"{model}, {split} split, first seed", seed=seed)
+    obs = ad.read_h5ad(adata_path, backed="r").obs
+    plot_umap(obs, pd.read_csv(embedding_csv, index_col="cell_id"), tables[0], png, pdf,
+              f"{model}, {split} split, first seed")
 
 
 def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:

@@ -1,13 +1,34 @@
 # cheap plotting/table rules run on the submit host, not as cluster jobs
 localrules:
     summary,
+    umap,
     confusion_matrix,
     model_comparison,
+
+
+# the embedding needs only the PCA: it runs (as a cluster job) beside training, and the
+# figure, which also needs the predictions, is drawn on the submit host
+rule umap_embedding:
+    input:
+        adata="results/{dataset}/preprocessed.h5ad",
+    output:
+        embedding="results/{dataset}/figures/umap_embedding.csv",
+    log:
+        "logs/{dataset}/figures/umap_embedding.log",
+    benchmark:
+        "benchmarks/{dataset}/figures/umap_embedding.tsv"
+    params:
+        seed=config["seed"],
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../../scripts/umap_embedding.py"
 
 
 rule umap:
     input:
         adata="results/{dataset}/preprocessed.h5ad",
+        embedding="results/{dataset}/figures/umap_embedding.csv",
         models="results/{dataset}/metrics/models.csv",
         predictions=preferred_split_predictions,
     output:
@@ -23,7 +44,6 @@ rule umap:
     benchmark:
         "benchmarks/{dataset}/figures/umap.tsv"
     params:
-        seed=config["seed"],
         split=PREFERRED_SPLIT,
     conda:
         "../../envs/plots.yaml"

@@ -1,0 +1,15 @@
+"""Rule umap_embedding: 2-D UMAP coordinates of every cell, from its PCA."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
+
+from cellgnn.plots import write_umap_embedding  # noqa: E402
+from cellgnn.utils import run_rule  # noqa: E402
+
+
+def main(smk):
+    write_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed)
+
+
+run_rule(main, snakemake)  # noqa: F821

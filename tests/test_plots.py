@@ -1,0 +1,31 @@
+"""UMAP embedding and figure: seeded, and a figure refuses an embedding of other cells."""
+import pandas as pd
+import pytest
+
+from cellgnn.plots import plot_umap, umap_embedding
+
+
+def _predictions(obs: pd.DataFrame) -> pd.DataFrame:
+    split = ["test" if i % 3 == 0 else "train" for i in range(len(obs))]
+    return pd.DataFrame({"cell_id": obs.index, "split": split, "true": obs["label"].astype(str),
+                         "pred": obs["label"].astype(str)})
+
+
+def test_umap_embedding_is_seeded(pre):
+    adata, _ = pre
+    a, b = umap_embedding(adata, seed=0), umap_embedding(adata, seed=0)
+    assert list(a.columns) == ["umap1", "umap2"] and a.index.name == "cell_id"
+    assert list(a.index) == list(adata.obs_names)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_plot_umap_writes_and_checks_cells(pre, tmp_path):
+    adata, _ = pre
+    emb = umap_embedding(adata, seed=0)
+    obs = adata.obs
+    png, pdf = tmp_path / "umap.png", tmp_path / "umap.pdf"
+    plot_umap(obs, emb, _predictions(obs), str(png), str(pdf), "gat")
+    assert png.stat().st_size > 10_000 and pdf.stat().st_size > 1_000
+    with pytest.raises(ValueError, match="no UMAP coordinates"):
+        plot_umap(obs, emb.iloc[10:], _predictions(obs), str(tmp_path / "x.png"), None, "gat")
+    assert not (tmp_path / "x.png").exists()
