@@ -160,8 +160,13 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         tr_nodes = train_mask.nonzero().view(-1)
         tr_ei, tr_ea = subgraph(tr_nodes, ei, ea, relabel_nodes=True, num_nodes=x.shape[0])
         tr_x, tr_y, tr_mask = x[tr_nodes], y[tr_nodes], None
+        # no edges join the split blocks: the validation block alone gives the val cells' logits
+        va_nodes = val_mask.nonzero().view(-1)
+        va_ei, va_ea = subgraph(va_nodes, ei, ea, relabel_nodes=True, num_nodes=x.shape[0])
+        va_x, va_y, va_mask = x[va_nodes], y[va_nodes], None
     else:
         tr_x, tr_y, tr_ei, tr_ea, tr_mask = x, y, ei, ea, train_mask
+        va_x, va_y, va_ei, va_ea, va_mask = x, y, ei, ea, val_mask
     # class weights balance rare classes in the loss
     counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
     weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg.get("class_weights", True) else None
@@ -222,8 +227,9 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
             train_loss = step(tr_x, tr_ei, tr_ea, tr_y, tr_mask)
         model.eval()
         with torch.no_grad():
-            logits = model(x, ei, ea)
-            val_loss = float(loss_fn(logits[val_mask], y[val_mask]))
+            logits = model(va_x, va_ei, va_ea)
+            val_loss = float(loss_fn(logits if va_mask is None else logits[va_mask],
+                                     va_y if va_mask is None else va_y[va_mask]))
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best["loss"] - 1e-6:
             best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
