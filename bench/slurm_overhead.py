@@ -15,10 +15,12 @@ metrics tables agree.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +45,52 @@ def describe(conf: str) -> Cluster:
 def metrics(workdir: Path) -> dict[str, pd.DataFrame]:
     ds = yaml.safe_load((ROOT / TINY).read_text())["dataset"]
     return {f.name: pd.read_csv(f) for f in sorted((workdir / "results" / ds / "metrics").glob("*.csv"))}
+
+
+def _stamp(line: str) -> datetime | None:
+    m = re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]", line.strip())
+    return datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y") if m else None
+
+
+def breakdown(workdir: Path) -> pd.DataFrame:
+    """Where each SLURM job's time went (1 s resolution), from the run's own logs.
+
+    Per SLURM job: ``queue_start`` = submission (main log) -> the job's Snakemake header
+    (SLURM log ``Date:``); ``in_job`` = that header -> the job's last timestamp (its
+    "Finished"), which holds the rule itself (``rule_s``, from its benchmark file) and the
+    Snakemake starts inside the job; ``detect`` = the job's end -> the main Snakemake
+    noticing it (status polling).
+    """
+    main_log = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text().splitlines()
+    stamp, jobs, current = None, {}, None
+    for line in main_log:
+        t = _stamp(line)
+        if t is not None:
+            stamp = t
+        elif m := re.match(r"(local)?rule (\w+):", line):
+            current = {"rule": m.group(2), "local": bool(m.group(1)), "submit": stamp}
+        elif current is not None and (m := re.match(r"\s+jobid: (\d+)", line)):
+            jobs[int(m.group(1))] = current
+        elif current is not None and (m := re.match(r"\s+benchmark: (\S+)", line)):
+            current["benchmark"] = m.group(1)
+        elif m := re.match(r"Job (\d+) has been submitted with SLURM jobid \d+ \(log: (.+)\)\.", line):
+            jobs[int(m.group(1))]["slurm_log"] = m.group(2)
+        elif m := re.match(r"Finished jobid: (\d+)", line):
+            jobs[int(m.group(1))]["finished"] = stamp
+    rows = []
+    for j in jobs.values():
+        if "slurm_log" not in j or "finished" not in j:
+            continue
+        text = Path(j["slurm_log"]).read_text().splitlines()
+        header = next(datetime.strptime(x.split("Date:")[1].strip(), "%Y-%m-%d %H:%M:%S")
+                      for x in text if x.strip().startswith("Date:"))
+        end = [t for t in map(_stamp, text) if t is not None][-1]
+        bench = workdir / j["benchmark"]
+        rule_s = float(pd.read_csv(bench, sep="\t")["s"].iloc[-1]) if bench.exists() else float("nan")
+        rows.append({"rule": j["rule"], "queue_start": (header - j["submit"]).total_seconds(),
+                     "in_job": (end - header).total_seconds(), "rule_s": rule_s,
+                     "detect": (j["finished"] - end).total_seconds()})
+    return pd.DataFrame(rows)
 
 
 def main(targets: list[str]) -> None:
@@ -89,6 +137,12 @@ def main(targets: list[str]) -> None:
     print(f"overhead               {slurm_total - local.seconds:8.1f} s  "
           f"(ratio {slurm_total / local.seconds:.2f}x)")
     print(f"metrics tables equal   {same}")
+    parts = breakdown(slurm_dir)
+    print(f"per SLURM job, seconds (sum over {len(parts)} jobs / mean): "
+          + ", ".join(f"{c} {parts[c].sum():.0f} / {parts[c].mean():.1f}"
+                      for c in ("queue_start", "in_job", "rule_s", "detect")))
+    print("  queue_start: submission -> Snakemake starts in the job; in_job - rule_s: Snakemake's own "
+          "start-up inside the job; detect: job end -> noticed by the status poll")
 
 
 if __name__ == "__main__":
