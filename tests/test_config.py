@@ -45,3 +45,32 @@ def test_bad_config_names_file_and_key(mutate, field):
         validate_config(cfg, source="my.yaml")
     msg = str(e.value)
     assert "my.yaml" in msg and field in msg and "Fix:" in msg
+
+
+def test_model_names_match_the_registry():
+    from cellgnn.config import MODEL_NAMES
+    from cellgnn.models import MODELS
+
+    assert set(MODEL_NAMES) == {name for name in MODELS if not name.startswith("_")}  # tests register "_..." models
+
+
+def test_checking_a_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, yaml; from cellgnn.config import validate_config; "
+            "validate_config(yaml.safe_load(open('config/config.yaml'))); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+
+
+def test_workflow_edge_feature_models_match_the_registry():
+    import ast
+    import re
+
+    from cellgnn.models import MODELS
+
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    listed = ast.literal_eval(re.search(r"^EDGE_FEATURE_MODELS = (\{.*\})$", text, re.M).group(1))
+    assert listed == {n for n, spec in MODELS.items() if spec.edge_features and not n.startswith("_")}

@@ -44,6 +44,11 @@ def load_schema(path: str | Path = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
+# the models of cellgnn.models.MODELS, named here so that checking a config (which every
+# Snakemake start does, also inside each cluster job) does not import torch
+MODEL_NAMES = ("logreg", "mlp", "gcn", "gat", "gat_ef", "gat_edge", "gcn_ef", "scanna")
+
+
 def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
     """Fill defaults into ``cfg`` (in place) and validate it; return it."""
     schema = load_schema(schema_path)
@@ -78,12 +83,10 @@ def _semantic_checks(cfg: dict, source: str) -> None:
         raise CellgnnInputError(f"gat_activa split mode(s) {missing} are not among graph.split_modes "
                                 f"{cfg['graph']['split_modes']}", file=source, field="augment.graph_model.splits",
                                 fix="name split modes the graph stage builds, or [] for all of them")
-    from .models import MODELS
-
-    unknown = [m for m in cfg["train"]["models"] if m not in MODELS]
+    unknown = [m for m in cfg["train"]["models"] if m not in MODEL_NAMES]
     if unknown:
         raise CellgnnInputError(f"unknown model(s) {unknown}", file=source, field="train.models",
-                                fix=f"use models from {sorted(MODELS)}")
+                                fix=f"use models from {sorted(MODEL_NAMES)}")
     if cfg["data"]["source"] == "pbmc68k" and cfg["preprocess"]["expect_counts"]:
         raise CellgnnInputError("pbmc68k_reduced is log-normalized, not counts", file=source,
                                 field="preprocess.expect_counts", fix="set preprocess.expect_counts: false")

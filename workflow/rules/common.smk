@@ -181,9 +181,7 @@ def explain_inputs(wildcards):
 
 
 def uses_edge_features(model):
-    from cellgnn.models import MODELS as REGISTRY
-
-    return model in REGISTRY and REGISTRY[model].edge_features
+    return model in EDGE_FEATURE_MODELS
 
 
 def summary_inputs(wildcards):
