@@ -1,4 +1,4 @@
-"""Approximate kNN (hnsw, faiss, auto) against exact, recall@k, and Cluster-GCN mini-batches."""
+"""Approximate kNN (hnsw, faiss, nndescent, auto) against exact, recall@k, and Cluster-GCN mini-batches."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def pca_like():
     return (centers[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 20)) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("method", ["hnsw", "faiss"])
+@pytest.mark.parametrize("method", ["hnsw", "faiss", "nndescent"])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_approximate_matches_exact(pca_like, method, metric):
     ex_idx, ex_d = knn_search(pca_like, 15, metric=metric, method="exact")
@@ -43,16 +43,23 @@ def test_same_seed_same_graph(pca_like):
     np.testing.assert_array_equal(a, b)
     c = knn_search(pca_like, 10, method="faiss", seed=3)[0]
     np.testing.assert_array_equal(c, knn_search(pca_like, 10, method="faiss", seed=3)[0])
+    d = knn_search(pca_like, 10, method="nndescent", seed=3, n_jobs=2)[0]
+    np.testing.assert_array_equal(d, knn_search(pca_like, 10, method="nndescent", seed=3, n_jobs=2)[0])
 
 
-def test_auto_switches_on_threshold(pca_like, caplog):
+def test_auto_switches_on_threshold(pca_like, caplog, monkeypatch):
     import logging
+
+    import cellgnn.knn
 
     with caplog.at_level(logging.INFO, logger="cellgnn.knn"):
         knn_search(pca_like, 5, method="auto", ann_threshold=10_000)
         knn_search(pca_like, 5, method="auto", ann_threshold=1_000)
+        monkeypatch.setattr(cellgnn.knn, "NNDESCENT_THRESHOLD", 2_000)
+        knn_search(pca_like, 5, method="auto", ann_threshold=1_000)
     msgs = [r.getMessage() for r in caplog.records]
-    assert any("auto: exact" in m for m in msgs) and any("auto: hnsw" in m for m in msgs)
+    assert [m.split(" (")[0] for m in msgs if "auto:" in m] == [
+        "kNN method auto: exact", "kNN method auto: hnsw", "kNN method auto: nndescent"]
 
 
 def test_recall_at_k_hand_case():
