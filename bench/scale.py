@@ -165,10 +165,12 @@ def run_one(n: int, args) -> dict:
         return idx, dist
 
     cellgnn.graph.knn_search = knn_with_threads
-    # numba compiles pynndescent's kernels once per process (about 20 s): compile them before
-    # timing either graph (ours uses them above NNDESCENT_THRESHOLD cells, scanpy always)
+    # numba compiles pynndescent's kernels once per process (about 20 s): compile both call
+    # paths before timing either graph (ours uses them above NNDESCENT_THRESHOLD cells)
     _scanpy_scipy_shim()
     _warm_up_pynndescent(args.seed)
+    warm = np.random.default_rng(args.seed).normal(size=(5000, pca.shape[1])).astype(np.float32)
+    knn_search(warm, args.k, method="nndescent", seed=args.seed, n_jobs=args.threads)
     ei, ew = stage("graph", lambda: knn_graph(pca, args.k, "euclidean", True, "auto", args.seed))
     out["edges"] = int(ei.shape[1])
 
