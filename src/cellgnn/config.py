@@ -44,9 +44,11 @@ def load_schema(path: str | Path = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
-# the models of cellgnn.models.MODELS, named here so that checking a config (which every
-# Snakemake start does, also inside each cluster job) does not import torch
+# the models of cellgnn.models.MODELS, and those that read edge features, named here so that
+# checking a config and parsing the workflow (which every Snakemake start does, also inside
+# each cluster job) do not import torch
 MODEL_NAMES = ("logreg", "mlp", "gcn", "gat", "gat_ef", "gat_edge", "gcn_ef", "scanna")
+EDGE_FEATURE_MODELS = frozenset({"gat_ef", "gat_edge", "gcn_ef"})
 
 
 def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from cellgnn.config import validate_config  # noqa: E402
+from cellgnn.config import EDGE_FEATURE_MODELS, validate_config  # noqa: E402
 from cellgnn.errors import CellgnnInputError  # noqa: E402
 from cellgnn.provenance import git_state  # noqa: E402
 
@@ -24,9 +24,6 @@ MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
 # the honest split mode when it runs: figures, the ablation and explanations use it
 PREFERRED_SPLIT = "donors" if "donors" in SPLITS else SPLITS[0]
-# models that read edge_features/{split}.pt (ModelSpec.edge_features in cellgnn.models;
-# listed here so that parsing the workflow does not import torch)
-EDGE_FEATURE_MODELS = {"gat_ef", "gat_edge", "gcn_ef"}
 EVAL = config["evaluation"]
 RUN_EVALUATION = EVAL["model"] in MODELS
 ABLATION_GROUPS = (
@@ -172,16 +169,12 @@ def explain_inputs(wildcards):
         inputs["attention"] = _explain_models(EXPLAIN["attention_model"], wildcards)
     if EXPLAIN["edge_model"] in MODELS:
         inputs["edge_models"] = _explain_models(EXPLAIN["edge_model"], wildcards)
-    if uses_edge_features(EXPLAIN["model"]) or "edge_models" in inputs:
+    if EXPLAIN["model"] in EDGE_FEATURE_MODELS or "edge_models" in inputs:
         inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{EXPLAIN_SPLIT}.pt"
     ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
     if ablation in active_outputs():
         inputs["ablation"] = ablation
     return inputs
-
-
-def uses_edge_features(model):
-    return model in EDGE_FEATURE_MODELS
 
 
 def summary_inputs(wildcards):
