@@ -2,6 +2,7 @@
 import pandas as pd
 import pytest
 
+from cellgnn.errors import CellgnnInputError
 from cellgnn.plots import plot_umap, umap_embedding
 
 
@@ -26,6 +27,6 @@ def test_plot_umap_writes_and_checks_cells(pre, tmp_path):
     png, pdf = tmp_path / "umap.png", tmp_path / "umap.pdf"
     plot_umap(obs, emb, _predictions(obs), str(png), str(pdf), "gat")
     assert png.stat().st_size > 10_000 and pdf.stat().st_size > 1_000
-    with pytest.raises(ValueError, match="no UMAP coordinates"):
+    with pytest.raises(CellgnnInputError, match="no UMAP coordinates.*rerun rule umap_embedding"):
         plot_umap(obs, emb.iloc[10:], _predictions(obs), str(tmp_path / "x.png"), None, "gat")
     assert not (tmp_path / "x.png").exists()

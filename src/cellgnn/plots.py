@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .errors import CellgnnInputError  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .metrics import METRICS, mean_ci, summarize  # noqa: E402
 
@@ -82,7 +83,7 @@ def _pca_only(adata):
 
 
 def plot_umap(obs: pd.DataFrame, embedding: pd.DataFrame, predictions: pd.DataFrame, png: str, pdf: str,
-              title_model: str) -> None:
+              title_model: str, embedding_file: str = "umap embedding") -> None:
     """Four UMAP panels: label, cell type, donor, and the best model's prediction on test cells.
 
     obs: the cells' ``obs`` (categorical ``label``, ``cell_type``, ``donor``); embedding:
@@ -91,8 +92,9 @@ def plot_umap(obs: pd.DataFrame, embedding: pd.DataFrame, predictions: pd.DataFr
     """
     missing = obs.index.difference(embedding.index)
     if len(missing):
-        raise ValueError(f"{len(missing)} cells have no UMAP coordinates (e.g. {missing[0]}); "
-                         "the embedding is from another preprocessing run: rerun rule umap_embedding")
+        raise CellgnnInputError(f"{len(missing)} cells have no UMAP coordinates (e.g. {missing[0]})",
+                                file=embedding_file, field="cell_id",
+                                fix="the embedding is from another preprocessing run: rerun rule umap_embedding")
     emb = embedding.reindex(obs.index)[["umap1", "umap2"]].to_numpy()
     pred = predictions.set_index("cell_id").reindex(obs.index)
     panels = [("label", "True label"), ("cell_type", "Cell type"), ("donor", "Donor / sample")]
@@ -269,7 +271,7 @@ def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction
     model, tables = _best_predictions(models_csv, prediction_files, split)
     obs = ad.read_h5ad(adata_path, backed="r").obs
     plot_umap(obs, pd.read_csv(embedding_csv, index_col="cell_id"), tables[0], png, pdf,
-              f"{model}, {split} split, first seed")
+              f"{model}, {split} split, first seed", embedding_file=embedding_csv)
 
 
 def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
