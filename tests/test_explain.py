@@ -136,6 +136,24 @@ def test_ig_completeness_and_subgraph_exactness(trained):
     assert res.node_mass.shape == (20, len(CELL_TYPES)) and (res.node_mass >= 0).all()
 
 
+def test_ig_contrast_is_the_difference_of_two_logit_explanations(trained):
+    """Against the control class, a cell's attribution is that of its class logit minus that
+    of the control logit (IG is linear in the output); control cells keep their logit."""
+    graph, _, model = trained
+    y = graph["y"].numpy()
+    cells = np.flatnonzero(graph["test_mask"].numpy())[::4]
+    ct, kw = graph["cell_type"].numpy(), dict(n_steps=64, tolerance=1.0, project_first_layer=False, progress=False)
+    con = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, y[cells], ct, 2, contrast=0, **kw)
+    own = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, y[cells], ct, 2, **kw)
+    ctl = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, np.zeros_like(cells), ct, 2, **kw)
+    treated = y[cells] != 0
+    assert treated.any() and (~treated).any()
+    np.testing.assert_allclose(con.attr[treated], own.attr[treated] - ctl.attr[treated], atol=1e-5)
+    np.testing.assert_allclose(con.attr[~treated], own.attr[~treated], atol=1e-6)
+    np.testing.assert_allclose(con.delta, np.where(treated, own.delta - ctl.delta, own.delta), atol=1e-5)
+    assert (con.batches["completeness_rel_error"] < 0.02).all()
+
+
 def test_ig_too_few_hops_is_refused(trained):
     graph, _, model = trained
     with pytest.raises(CellgnnInputError, match="num_hops"):
@@ -154,6 +172,14 @@ def test_unknown_class_is_refused():
     with pytest.raises(CellgnnInputError, match="unknown class"):
         ex.resolve_classes(["infected", "zombie"], CLASSES)
     assert ex.resolve_classes([], CLASSES) == CLASSES
+
+
+def test_class_truth_is_the_programme_shared_by_all_cell_types():
+    truth = {"class": np.array(["inf"] * 5), "cell_type": np.array(["a", "a", "a", "b", "b"]),
+             "gene": np.array(["G0", "G1", "G2", "G0", "G3"]), "log2_fold_change": np.ones(5)}
+    by_class, by_ct = ex.ground_truth_sets(truth, ["G0", "G1", "G2", "G3", "G4"], ["mock", "inf"])
+    assert by_class == {"inf": {"G0"}}
+    assert by_ct == {("inf", "a"): {"G0", "G1", "G2"}, ("inf", "b"): {"G0", "G3"}}
 
 
 def test_precision_and_auprc_known_values():

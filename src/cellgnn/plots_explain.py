@@ -228,7 +228,7 @@ def explanation_section(explain_dir: str | Path) -> str:
         lines.append("No ground truth (real data): the gene rankings are in `explain/genes.csv`, unscored.")
     else:
         lines += ["", "Planted response genes recovered by each method (mean over classes; mean and 95% CI "
-                  "over seeds; k = number of planted genes of the class):", "",
+                  "over seeds; k = number of genes planted in every cell type of the class):", "",
                   "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
         for _, r in summ.iterrows():
             lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {r['seeds'] if pd.notna(r['seeds']) else 'deterministic'} | "
@@ -243,9 +243,21 @@ def explanation_section(explain_dir: str | Path) -> str:
                                f"{METHOD_LABELS.get(other, other)}")
         lines += ["", f"Best: **{METHOD_LABELS.get(best['method'], best['method'])}**, precision@k "
                   f"{best['precision_at_k']:.3f}" + (f" ({'; '.join(margins)})." if margins else ".")]
+        by_ct_path = e / "ground_truth_scores_by_cell_type.csv"
+        by_ct = pd.read_csv(by_ct_path) if by_ct_path.stat().st_size > 1 else pd.DataFrame()
+        if not by_ct.empty:
+            from .explain import summarize_scores
+
+            ct_summ = summarize_scores(by_ct)
+            lines += ["", "Per class × cell type, against every gene planted there (shared and cell-type-specific "
+                      "programmes; mean over the groups a method ranks):",
+                      "", "| method | precision@k | AUPRC |", "|---|---|---|"]
+            lines += [f"| {METHOD_LABELS.get(r['method'], r['method'])} | "
+                      f"{_fmt(r['precision_at_k'], r['precision_at_k_low'], r['precision_at_k_high'])} | "
+                      f"{_fmt(r['auprc'], r['auprc_low'], r['auprc_high'])} |" for _, r in ct_summ.iterrows()]
     comp = pd.read_csv(e / "ig_completeness.csv")
     if "completeness_rel_error" in comp and not comp.empty:
-        lines += ["", f"Integrated gradients: completeness error (|Σ attributions − Δlogit| / |Δlogit|) at most "
+        lines += ["", f"Integrated gradients: completeness error (|Σ attributions − Δf| / |Δf|, f the explained log-odds or logit) at most "
                   f"{comp['completeness_rel_error'].max():.2e} over {len(comp)} batches, with "
                   f"{int(comp['n_steps'].min())}–{int(comp['n_steps'].max())} Gauss–Legendre steps."]
     ct = pd.read_csv(e / "cell_types.csv")
