@@ -50,6 +50,10 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
         assert m["test"]["balanced_accuracy"] > m["majority_baseline_test"]["balanced_accuracy"] + 0.03
         assert m["test"]["auroc"] > 0.58
         assert m["n_test_cells"] > 0
+    # the whole chain (simulated truth, trained GAT, IG) recovers planted genes far above a random ranking
+    summ = pd.read_csv(res / "explain" / "scores_summary.csv").set_index("method")["precision_at_k"]
+    assert summ["integrated_gradients"] > max(0.3, summ["random"] + 0.25), summ.to_dict()
+    assert "Best: **" in (res / "summary.md").read_text()
     assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "gat" / "seed0.log").exists()
     assert (tiny_run / "benchmarks" / "tiny" / "data.tsv").exists()
 
