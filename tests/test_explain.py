@@ -182,6 +182,19 @@ def test_class_truth_is_the_programme_shared_by_all_cell_types():
     assert by_ct == {("inf", "a"): {"G0", "G1", "G2"}, ("inf", "b"): {"G0", "G3"}}
 
 
+def test_method_margins_pair_seeds_and_set_deterministic_methods_against_each_seed():
+    scores = pd.DataFrame({
+        "method": ["ig"] * 4 + ["w"] * 4 + ["de"] * 2,
+        "class": ["a", "b"] * 5,
+        "seed": [0, 0, 1, 1, 0, 0, 1, 1, np.nan, np.nan],
+        "precision_at_k": [0.9, 0.7, 1.0, 0.8, 0.5, 0.5, 0.7, 0.5, 0.6, 0.6]})
+    m = ex.method_margins(scores, "ig", ["w", "de", "ig"]).set_index("other")
+    assert list(m.index) == ["w", "de"]
+    assert m.loc["w", "diff"] == pytest.approx(0.3) and m.loc["w", "low"] == pytest.approx(0.3)  # +0.3 in both seeds
+    assert m.loc["de", "diff"] == pytest.approx(0.25) and m.loc["de", "n_seeds"] == 2
+    assert m.loc["de", "low"] < 0.25 < m.loc["de", "high"]
+
+
 def test_precision_and_auprc_known_values():
     scores = np.array([0.9, 0.8, 0.1, 0.7, 0.0])
     truth = np.array([True, False, False, True, False])

@@ -648,6 +648,33 @@ def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("precision_at_k", ascending=False, ignore_index=True)
 
 
+def method_margins(scores: pd.DataFrame, method: str, others: list[str]) -> pd.DataFrame:
+    """Precision@k of ``method`` minus each of ``others``, paired by model seed.
+
+    scores: ``ground_truth_scores.csv``. Each method's score per seed is its mean over
+    classes; a deterministic method (empty seed) is one value, set against every seed of
+    the other. Returns ``other, n_seeds, diff, low, high`` (mean and 95% t-interval).
+    """
+    def per_seed(m):
+        grp = scores[scores["method"] == m]
+        return grp.groupby(grp["seed"].astype(str), dropna=False)["precision_at_k"].mean()
+
+    a = per_seed(method)
+    rows = []
+    for other in others:
+        b = per_seed(other)
+        if other == method or a.empty or b.empty:
+            continue
+        if len(a) == 1 or len(b) == 1:
+            d = (a.to_numpy()[:, None] - b.to_numpy()[None, :]).ravel()
+        else:
+            common = a.index.intersection(b.index)
+            d = (a[common] - b[common]).to_numpy()
+        mean, low, high = interval95(d)
+        rows.append({"other": other, "n_seeds": len(d), "diff": mean, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["other", "n_seeds", "diff", "low", "high"])
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 def class_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

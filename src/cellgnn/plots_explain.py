@@ -235,14 +235,19 @@ def explanation_section(explain_dir: str | Path) -> str:
                          f"{_fmt(r['precision_at_k'], r['precision_at_k_low'], r['precision_at_k_high'])} | "
                          f"{_fmt(r['auprc'], r['auprc_low'], r['auprc_high'])} |")
         best = summ.iloc[0]
-        margins = []
-        for other in ("de", "de_control", "weights", "random"):
-            o = summ[summ["method"] == other]
-            if not o.empty and other != best["method"]:
-                margins.append(f"{best['precision_at_k'] - o['precision_at_k'].iloc[0]:+.3f} over "
-                               f"{METHOD_LABELS.get(other, other)}")
+        from .explain import method_margins
+
+        marg = method_margins(pd.read_csv(e / "ground_truth_scores.csv"), best["method"],
+                              [m for m in summ["method"] if m != best["method"]])
+        margins = [f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] over {METHOD_LABELS.get(r['other'], r['other'])}"
+                   for _, r in marg.iterrows()]
         lines += ["", f"Best: **{METHOD_LABELS.get(best['method'], best['method'])}**, precision@k "
-                  f"{best['precision_at_k']:.3f}" + (f" ({'; '.join(margins)})." if margins else ".")]
+                  f"{best['precision_at_k']:.3f}" + (f"; margins paired by model seed, 95% CI: {'; '.join(margins)}."
+                                                      if margins else ".")]
+        close = marg[(marg["low"] <= 0) & (marg["n_seeds"] > 1)]
+        if not close.empty:
+            lines.append("Not distinguishable from the best at these seeds (interval includes 0): "
+                         + ", ".join(METHOD_LABELS.get(o, o) for o in close["other"]) + ".")
         by_ct_path = e / "ground_truth_scores_by_cell_type.csv"
         by_ct = pd.read_csv(by_ct_path) if by_ct_path.stat().st_size > 1 else pd.DataFrame()
         if not by_ct.empty:
