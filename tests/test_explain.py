@@ -142,7 +142,7 @@ def test_ig_contrast_is_the_difference_of_two_logit_explanations(trained):
     graph, _, model = trained
     y = graph["y"].numpy()
     cells = np.flatnonzero(graph["test_mask"].numpy())[::4]
-    ct, kw = graph["cell_type"].numpy(), dict(n_steps=64, tolerance=1.0, project_first_layer=False, progress=False)
+    ct, kw = graph["cell_type"].numpy(), dict(n_steps=16, tolerance=1.0, progress=False)
     con = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, y[cells], ct, 2, contrast=0, **kw)
     own = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, y[cells], ct, 2, **kw)
     ctl = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, np.zeros_like(cells), ct, 2, **kw)
@@ -151,7 +151,7 @@ def test_ig_contrast_is_the_difference_of_two_logit_explanations(trained):
     np.testing.assert_allclose(con.attr[treated], own.attr[treated] - ctl.attr[treated], atol=1e-5)
     np.testing.assert_allclose(con.attr[~treated], own.attr[~treated], atol=1e-6)
     np.testing.assert_allclose(con.delta, np.where(treated, own.delta - ctl.delta, own.delta), atol=1e-5)
-    assert (con.batches["completeness_rel_error"] < 0.02).all()
+    assert (con.batches["completeness_rel_error"] < 0.05).all()
 
 
 def test_ig_too_few_hops_is_refused(trained):
