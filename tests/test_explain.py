@@ -154,6 +154,32 @@ def test_ig_contrast_is_the_difference_of_two_logit_explanations(trained):
     assert (con.batches["completeness_rel_error"] < 0.05).all()
 
 
+def test_donor_control_reference_uses_each_donors_own_controls_or_falls_back():
+    x = torch.tensor([[1.0, 0], [3, 0], [5, 0], [0, 2], [0, 4], [9, 9], [7, 7]])
+    y = np.array([0, 0, 0, 0, 0, 0, 1])
+    ct = np.array([0, 0, 0, 1, 1, 0, 0])
+    donor = np.array([0, 0, 0, 0, 0, 1, 1])
+    fallback = torch.tensor([[-1.0, -1], [-2, -2]])
+    ref, idx = ex.donor_control_reference(x, y, ct, donor, 0, 2, fallback, min_cells=2)
+    assert ref.shape == (4, 2) and list(idx) == [0, 0, 0, 1, 1, 2, 2]
+    np.testing.assert_allclose(ref[0], [3, 0])  # donor 0, type 0: its three controls
+    np.testing.assert_allclose(ref[1], [0, 3])  # donor 0, type 1
+    np.testing.assert_allclose(ref[2], [-1, -1])  # donor 1 has one control of type 0: fallback
+    np.testing.assert_allclose(ref[3], [-2, -2])  # none of type 1: fallback
+    graph, _ = planted_graph(n=60)
+    model = TinyGAT(N_GENES, len(CLASSES)).eval()
+    cells = np.arange(0, 60, 7)
+    res = ex.integrated_gradients(model, graph["x"], graph["edge_index"], cells, graph["y"].numpy()[cells],
+                                  graph["cell_type"].numpy(), 2, reference=torch.zeros(3, N_GENES) + 0.25,
+                                  reference_index=np.full(60, 2), n_steps=8, progress=False)
+    np.testing.assert_allclose(res.attr.sum(1), res.delta, rtol=0.05, atol=1e-3)
+    with torch.no_grad():  # every node's baseline is row 2 of the reference
+        ei, t = graph["edge_index"], torch.as_tensor(graph["y"].numpy()[cells])
+        f = model(graph["x"], ei)[cells].gather(1, t[:, None]).squeeze(1)
+        f0 = model(torch.full_like(graph["x"], 0.25), ei)[cells].gather(1, t[:, None]).squeeze(1)
+    np.testing.assert_allclose(res.delta, (f - f0).numpy(), atol=1e-5)
+
+
 def test_ig_too_few_hops_is_refused(trained):
     graph, _, model = trained
     with pytest.raises(CellgnnInputError, match="num_hops"):

@@ -6,8 +6,10 @@ Methods (each returns a gene score per class, and per cell type × class where i
   explained cell gets its own copy of its k-hop computation graph (a disjoint union per
   batch), so one IG pass gives exact per-cell attributions over every node and gene that
   can influence the cell; a cell's gene score is the sum over the nodes of its copy.
-  Baseline (``explain.ig.baseline``): the mean control-class training cell of the same cell
-  type (default), or all-zero features. Explained score (``explain.ig.target``): the
+  Baseline (``explain.ig.baseline``): the mean control-class cell of the same donor and
+  cell type (default: a held-out donor is compared with its own controls, not with other
+  donors' batch effects), the mean control-class training cell of the cell type, or
+  all-zero features. Explained score (``explain.ig.target``): the
   log-odds of the cell's class against the control class (default; the planted truth is
   defined against the control), or the class logit. When x enters the model only through linear layers
   (a GAT layer's message map and its residual skip), IG is computed in their output space
@@ -221,7 +223,8 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
                          tolerance: float = 0.01, batch_cells: int = 32,
                          max_floats: int = 2**27, device: torch.device | str = "cpu",
                          project_first_layer: bool = True, progress: bool = True,
-                         reference: torch.Tensor | None = None, contrast: int | None = None) -> IGResult:
+                         reference: torch.Tensor | None = None, contrast: int | None = None,
+                         reference_index: np.ndarray | None = None) -> IGResult:
     """Integrated gradients of each cell's target logit with respect to the node features of
     its computation graph.
 
@@ -231,8 +234,9 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     that class. A raw logit is also moved by what separates the class from every other
     class (1 dpi from 3 dpi), which a truth defined against the control does not hold.
 
-    Baseline: zeros, or with ``reference [T, G]`` each node's row ``reference[cell_type]``
-    (e.g. :func:`control_reference`, the mean control cell of its type), so that a gene's
+    Baseline: zeros, or with ``reference [R, G]`` each node's row ``reference[reference_index]``
+    (``reference_index [N]`` defaults to the cell type; e.g. :func:`control_reference`, the
+    mean control cell of its type, or :func:`donor_control_reference`), so that a gene's
     attribution is ``(x − x_ref) ⊙ ∫ gradient``: what differs from an uninfected cell of
     the same type, rather than everything the cell expresses.
 
@@ -261,13 +265,15 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
     cell_type_t = torch.as_tensor(cell_type, dtype=torch.long, device=device)
     # gradients are needed for the inputs only: freezing the weights saves a third of the work
     ref_dev = reference.to(device=device, dtype=x_dev.dtype) if reference is not None else None
+    ref_idx = cell_type_t if reference_index is None else torch.as_tensor(reference_index, dtype=torch.long,
+                                                                          device=device)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         return _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
                            n_steps, max_steps, tolerance, batch_cells, max_floats, device,
-                           project_first_layer, progress, ref_dev, contrast)
+                           project_first_layer, progress, ref_dev, contrast, ref_idx)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -275,7 +281,7 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
 
 def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_cell_types,
                 n_steps, max_steps, tolerance, batch_cells, max_floats, device,
-                project_first_layer, progress, ref_dev=None, contrast=None) -> IGResult:
+                project_first_layer, progress, ref_dev=None, contrast=None, ref_idx=None) -> IGResult:
     from captum.attr import IntegratedGradients
     from tqdm import tqdm
 
@@ -294,7 +300,7 @@ def _ig_batches(model, x_dev, ea_dev, sampler, cells, targets, cell_type_t, n_ce
         tgt = torch.as_tensor(targets[sl], device=device)
         con = None if contrast is None else torch.full_like(tgt, int(contrast))
         xu = x_dev[cg.nodes]  # [M, G]
-        x0 = torch.zeros_like(xu) if ref_dev is None else ref_dev[cell_type_t[cg.nodes]]
+        x0 = torch.zeros_like(xu) if ref_dev is None else ref_dev[ref_idx[cg.nodes]]
         with torch.no_grad():
             logits = _root_logits(model, xu, cg, ea_dev)
             base = _root_logits(model, x0, cg, ea_dev)
@@ -421,6 +427,24 @@ def control_reference(x: torch.Tensor, y: np.ndarray, cell_type: np.ndarray, mas
     means, counts = class_means(xs, cell_type[sel], n_cell_types)
     means[counts == 0] = xs.mean(0)
     return torch.as_tensor(means, dtype=x.dtype)
+
+
+def donor_control_reference(x: torch.Tensor, y: np.ndarray, cell_type: np.ndarray, donor: np.ndarray,
+                            control: int, n_cell_types: int, fallback: torch.Tensor,
+                            min_cells: int = 3) -> tuple[torch.Tensor, np.ndarray]:
+    """IG reference per donor and cell type: the mean features of that donor's control cells
+    of the type (any split: a held-out donor is compared with its own control, not with
+    other donors' batch effects); ``fallback [T, G]`` (e.g. :func:`control_reference`) where
+    a donor has fewer than ``min_cells`` such cells. Returns ``reference [D·T, G]`` and each
+    node's row ``[N]`` (``donor · T + cell_type``)."""
+    n_donors = int(donor.max()) + 1
+    rows = fallback.repeat(n_donors, 1).double()
+    key = donor.astype(np.int64) * n_cell_types + cell_type
+    sel = y == control
+    means, counts = class_means(x[torch.as_tensor(sel)].double().numpy(), key[sel], n_donors * n_cell_types)
+    ok = counts >= min_cells
+    rows[torch.as_tensor(ok)] = torch.as_tensor(means[ok])
+    return rows.to(x.dtype), key
 
 
 def _root_logits(model, xu: torch.Tensor, cg: CompGraphs, edge_attr) -> torch.Tensor:
@@ -846,12 +870,16 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
     LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
     ig_p = params.get("ig", {}) or {}
-    ig_reference = None
+    ig_reference = ig_reference_index = None
     control = params.get("de_control", "mock")
-    if ig_p.get("baseline", "control") == "control" and "integrated_gradients" in methods:
+    baseline = ig_p.get("baseline", "control")
+    if baseline in ("control", "control_donor") and "integrated_gradients" in methods:
         if control in classes:
             ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), classes.index(control),
                                              len(cell_types))
+            if baseline == "control_donor":
+                ig_reference, ig_reference_index = donor_control_reference(
+                    x, y, ct, g["donor"].numpy(), classes.index(control), len(cell_types), ig_reference, min_cells)
         else:
             notes.append(f"integrated_gradients: control class '{control}' (explain.de_control) not among the "
                          "classes; zero baseline used")
@@ -873,7 +901,8 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
                                        max_steps=int(ig_p.get("max_steps", 512)),
                                        tolerance=float(ig_p.get("tolerance", 0.01)),
                                        batch_cells=int(ig_p.get("batch_cells", 32)), device=device,
-                                       reference=ig_reference, contrast=ig_contrast)
+                                       reference=ig_reference, contrast=ig_contrast,
+                                       reference_index=ig_reference_index)
             completeness.append(res.batches.assign(seed=seed))
             rankings += _group_rankings("integrated_gradients", seed, res.attr, y[cells], ct[cells],
                                         classes, cell_types, explain_classes, min_cells)
