@@ -225,8 +225,8 @@ def integrated_gradients(model: torch.nn.Module, x: torch.Tensor, edge_index: to
                          project_first_layer: bool = True, progress: bool = True,
                          reference: torch.Tensor | None = None, contrast: int | None = None,
                          reference_index: np.ndarray | None = None) -> IGResult:
-    """Integrated gradients of each cell's target logit with respect to the node features of
-    its computation graph.
+    """Integrated gradients of each cell's target score (its class logit, or the log-odds
+    against ``contrast``) with respect to the node features of its computation graph.
 
     ``contrast``: a class index; the explained score is then ``logit[target] −
     logit[contrast]`` (the log-odds of the cell's class against, e.g., the control class:
@@ -872,7 +872,7 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     ig_p = params.get("ig", {}) or {}
     ig_reference = ig_reference_index = None
     control = params.get("de_control", "mock")
-    baseline = ig_p.get("baseline", "control")
+    baseline = ig_p.get("baseline", "control_donor")
     if baseline in ("control", "control_donor") and "integrated_gradients" in methods:
         if control in classes:
             ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), classes.index(control),
