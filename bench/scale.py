@@ -119,7 +119,7 @@ def run_one(n: int, args) -> dict:
 
     import cellgnn.graph
     from cellgnn.graph import knn_graph
-    from cellgnn.knn import NNDESCENT_THRESHOLD, exact_neighbors_of, knn_search, recall_at_k
+    from cellgnn.knn import auto_method, exact_neighbors_of, knn_search, recall_at_k
     from cellgnn.batching import ClusterBatches, kmeans_partition, predict, train_epoch
     from cellgnn.models import build_model
     from cellgnn.utils import seed_everything
@@ -153,7 +153,7 @@ def run_one(n: int, args) -> dict:
     pca = np.ascontiguousarray(adata.obsm["X_pca"], dtype=np.float32)
     n = adata.n_obs
     out["cells_after_qc"] = n
-    out["knn_method"] = "exact" if n <= args.ann_threshold else "hnsw" if n <= NNDESCENT_THRESHOLD else "nndescent"
+    out["knn_method"] = auto_method(n, args.ann_threshold)
     # the graph stage's own code path; the kNN call is wrapped only to keep its neighbour
     # indices (for recall) and to give it the benchmark's threads
     captured = {}

@@ -41,6 +41,11 @@ DEFAULT_ANN_THRESHOLD = 50_000
 NNDESCENT_THRESHOLD = 500_000
 
 
+def auto_method(n: int, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> str:
+    """The method ``auto`` picks for ``n`` points: exact, hnsw or nndescent."""
+    return "exact" if n <= ann_threshold else "hnsw" if n <= NNDESCENT_THRESHOLD else "nndescent"
+
+
 def knn_search(points: np.ndarray, k: int, metric: str = "euclidean", method: str = "exact",
                seed: int = 0, n_jobs: int = 1,
                ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +66,7 @@ def knn_search(points: np.ndarray, k: int, metric: str = "euclidean", method: st
         raise CellgnnInputError(f"unknown kNN method '{method}'", field="graph.knn_method",
                                 fix=f"use one of {', '.join(METHODS)}")
     if method == "auto":
-        method = "exact" if n <= ann_threshold else "hnsw" if n <= NNDESCENT_THRESHOLD else "nndescent"
+        method = auto_method(n, ann_threshold)
         LOG.info("kNN method auto: %s (%d points, ann_threshold %d)", method, n, ann_threshold)
     if method != "exact" and metric not in METRICS:
         raise CellgnnInputError(f"metric '{metric}' is not supported by approximate kNN", field="graph.metric",
