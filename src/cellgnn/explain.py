@@ -659,11 +659,16 @@ def interval95(values) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
+def _seed_means(scores: pd.DataFrame, columns=("precision_at_k", "auprc")) -> pd.DataFrame:
+    """Mean of ``columns`` over classes per seed (one row for a deterministic method)."""
+    return scores.groupby("seed", dropna=False)[list(columns)].mean()
+
+
 def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """Per method: mean over classes per seed, then mean and 95% interval over seeds."""
     rows = []
     for method, grp in scores.groupby("method", sort=False):
-        per_seed = grp.groupby("seed", dropna=False)[["precision_at_k", "auprc"]].mean()
+        per_seed = _seed_means(grp)
         p = interval95(per_seed["precision_at_k"])
         a = interval95(per_seed["auprc"])
         rows.append({"method": method, "n_seeds": len(per_seed), "seeds": " ".join(map(str, per_seed.index)),
@@ -679,14 +684,10 @@ def method_margins(scores: pd.DataFrame, method: str, others: list[str]) -> pd.D
     classes; a deterministic method (empty seed) is one value, set against every seed of
     the other. Returns ``other, n_seeds, diff, low, high`` (mean and 95% t-interval).
     """
-    def per_seed(m):
-        grp = scores[scores["method"] == m]
-        return grp.groupby(grp["seed"].astype(str), dropna=False)["precision_at_k"].mean()
-
-    a = per_seed(method)
+    a = _seed_means(scores[scores["method"] == method], ["precision_at_k"])["precision_at_k"]
     rows = []
     for other in others:
-        b = per_seed(other)
+        b = _seed_means(scores[scores["method"] == other], ["precision_at_k"])["precision_at_k"]
         if other == method or a.empty or b.empty:
             continue
         if len(a) == 1 or len(b) == 1:
@@ -870,26 +871,25 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
     LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
     ig_p = params.get("ig", {}) or {}
-    ig_reference = ig_reference_index = None
     control = params.get("de_control", "mock")
-    baseline = ig_p.get("baseline", "control_donor")
-    if baseline in ("control", "control_donor") and "integrated_gradients" in methods:
-        if control in classes:
-            ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), classes.index(control),
-                                             len(cell_types))
-            if baseline == "control_donor":
-                ig_reference, ig_reference_index = donor_control_reference(
-                    x, y, ct, g["donor"].numpy(), classes.index(control), len(cell_types), ig_reference, min_cells)
-        else:
+    ctrl = classes.index(control) if control in classes else None
+    ig_reference = ig_reference_index = ig_contrast = None
+    if "integrated_gradients" in methods:
+        baseline, target = ig_p.get("baseline", "control_donor"), ig_p.get("target", "contrast")
+        uses_control = baseline in ("control", "control_donor")
+        if uses_control and ctrl is None:
             notes.append(f"integrated_gradients: control class '{control}' (explain.de_control) not among the "
                          "classes; zero baseline used")
-    ig_contrast = None
-    if ig_p.get("target", "contrast") == "contrast" and "integrated_gradients" in methods:
-        if control in classes:
-            ig_contrast = classes.index(control)
-        else:
+        elif uses_control:
+            ig_reference = control_reference(x, y, ct, g["train_mask"].numpy(), ctrl, len(cell_types))
+            if baseline == "control_donor":
+                ig_reference, ig_reference_index = donor_control_reference(
+                    x, y, ct, g["donor"].numpy(), ctrl, len(cell_types), ig_reference, min_cells)
+        if target == "contrast" and ctrl is None:
             notes.append(f"integrated_gradients: control class '{control}' not among the classes; the class "
                          "logit is explained instead of its log-odds against the control")
+        elif target == "contrast":
+            ig_contrast = ctrl
 
     for seed, path in sorted(inp.models.items()):
         model = inp.load_model(path, g)
