@@ -9,14 +9,17 @@ use conda-forge + nodefaults, and pin the versions installed in the project venv
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
+
+from cellgnn.lockfile import (CONDA_TO_PIP, NOT_IN_LOCK, environment_differences, lock_problem, normalize,
+                              public_version, read_lock, sync_envs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -37,18 +40,6 @@ IMPORT_TO_CONDA: dict[str, tuple[str, ...]] = {
     "umap": ("umap-learn",),
     "snakemake": ("snakemake-minimal", "snakemake"),
 }
-# conda package -> pip distribution installed in the venv, where the names differ
-CONDA_TO_PIP = {
-    "pytorch": "torch",
-    "pytorch-gpu": "torch",
-    "pytorch-cpu": "torch",
-    "pytorch_geometric": "torch-geometric",
-    "python-igraph": "igraph",
-    "matplotlib-base": "matplotlib",
-    "snakemake-minimal": "snakemake",
-}
-# conda packages that are not python distributions (nothing to compare with the venv)
-NOT_IN_VENV = {"python", "cuda-version", "pip"}
 RUNS = ("shell", "script", "run", "wrapper", "notebook", "cwl")
 
 
@@ -298,26 +289,80 @@ def test_env_is_pinned_on_conda_forge(env_file: Path):
         )
 
 
+LOCK = ROOT / "requirements" / "lock.txt"
+
+
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=[p.name for p in ENV_FILES])
-def test_env_pins_match_venv(env_file: Path):
-    """The conda envs run the same versions as the tested venv."""
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+def test_env_pins_match_lock(env_file: Path):
+    """The conda envs pin the lock's versions (``make lock`` writes them), so they run what the venv runs."""
+    pins = read_lock(LOCK)
     mismatched = []
     for name, version in env_packages(load_env(env_file)).items():
         if name == "python":
-            if version is not None and version != py and not py.startswith(version + "."):
-                mismatched.append(f"python={version} (venv {py})")
+            if version != "3.11":
+                mismatched.append(f"python={version} (the lock is compiled for 3.11)")
             continue
-        if name in NOT_IN_VENV or version is None:
+        if name in NOT_IN_LOCK or version is None:
             continue
-        try:
-            installed = importlib.metadata.version(CONDA_TO_PIP.get(name, name))
-        except importlib.metadata.PackageNotFoundError:
-            mismatched.append(f"{name} (not installed in the venv)")
-            continue
-        if installed.split("+")[0] != version:
-            mismatched.append(f"{name}={version} (venv {installed})")
-    assert not mismatched, f"{env_file.name}: {mismatched}"
+        locked = pins.get(normalize(CONDA_TO_PIP.get(name, name)))
+        if locked is None:
+            mismatched.append(f"{name} (not in requirements/lock.txt)")
+        elif public_version(locked) != version:
+            mismatched.append(f"{name}={version} (lock {locked})")
+    assert not mismatched, f"{env_file.name}: {mismatched}; run `make lock` (it rewrites envs/*.yaml from the lock)"
+
+
+def test_lock_is_up_to_date_with_pyproject():
+    assert lock_problem(LOCK, ROOT / "pyproject.toml") is None
+
+
+def test_venv_matches_lock():
+    """`make install` installs exactly the lock: nothing newer, nothing missing."""
+    assert environment_differences(LOCK) == {}
+
+
+def test_envs_check_is_clean_and_flags_a_drifted_pin(tmp_path: Path):
+    assert sync_envs(LOCK, ROOT / "envs", write=False) == []
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    text = (ROOT / "envs" / "data.yaml").read_text()
+    drifted = re.sub(r"(- pyyaml=)\S+", r"\g<1>6.0.0", text)
+    assert drifted != text
+    (envs / "data.yaml").write_text(drifted)
+    problems = sync_envs(LOCK, envs, write=False)
+    assert problems == [f"data.yaml: pyyaml=6.0.0, lock has {read_lock(LOCK)['pyyaml']}"]
+    assert (envs / "data.yaml").read_text() == drifted  # --check writes nothing
+    assert sync_envs(LOCK, envs, write=True) == []
+    assert (envs / "data.yaml").read_text() == text
+
+
+def test_install_refuses_a_stale_lock_in_one_line(tmp_path: Path):
+    """A pyproject.toml edited without `make lock`: the install stops with one line naming the fix."""
+    (tmp_path / "requirements").mkdir()
+    for f in (ROOT / "requirements").iterdir():
+        (tmp_path / "requirements" / f.name).write_bytes(f.read_bytes())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    script = ROOT / "src" / "cellgnn" / "lockfile.py"
+    args = [sys.executable, str(script), "check", "--lock", str(tmp_path / "requirements" / "lock.txt"),
+            "--pyproject", str(tmp_path / "pyproject.toml")]
+    ok = subprocess.run(args, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "pyproject.toml").write_text(pyproject.replace('"tqdm>=4.66",', '"tqdm>=4.66",\n    "rich>=13",'))
+    stale = subprocess.run(args, capture_output=True, text=True)
+    assert stale.returncode == 1
+    lines = stale.stderr.strip().splitlines()
+    assert len(lines) == 1 and "run `make lock`" in lines[0], stale.stderr
+    # a description edit does not stale the lock
+    (tmp_path / "pyproject.toml").write_text(pyproject.replace("Graph neural networks", "GNNs"))
+    assert subprocess.run(args, capture_output=True, text=True).returncode == 0
+
+
+def test_install_names_what_the_lock_covers_on_another_platform():
+    code = ("import platform, sys; sys.path.insert(0, %r); platform.machine = lambda: 'aarch64';"
+            "import cellgnn.lockfile as l; print(l.platform_problem())") % str(ROOT / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "covers CPython 3.11 on Linux x86_64" in out and "aarch64" in out
 
 
 # ---- the checker itself can fail ----------------------------------------------------

@@ -1,4 +1,5 @@
 """Provenance: resolved config, git commit, package versions and seeds of a results folder."""
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -39,6 +40,9 @@ def test_write_provenance_resolved_config_roundtrips(tmp_path):
     info = json.loads((tmp_path / "p" / "provenance.json").read_text())
     assert info == json.loads(json.dumps(rec)) and info["git"]["commit"] == "abc"
     assert info["config_files"] == [str(TINY)] and "models.yaml" in info["conda_envs_sha256"]
+    lock = ROOT / "requirements" / "lock.txt"
+    assert info["lock"]["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
+    assert info["lock"]["matches"] is True and info["lock"]["differs"] == {}  # the venv is the lock
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["config.yaml", "provenance.json"]  # no temp files
 
 
@@ -51,3 +55,19 @@ def test_provenance_rule(tmp_path):
     cfg = yaml.safe_load((tmp_path / "results/tiny/provenance/config.yaml").read_text())
     assert cfg["train"]["models"] == ["logreg", "gat"] and cfg["device"] == "auto"
     assert (tmp_path / "logs/tiny/provenance.log").exists()
+
+
+def test_lock_state_says_when_the_environment_differs(tmp_path):
+    """A lock whose numpy pin is not what runs here: provenance names it, with both versions."""
+    from importlib import metadata
+
+    from cellgnn.provenance import lock_state
+
+    (tmp_path / "requirements").mkdir()
+    text = (ROOT / "requirements" / "lock.txt").read_text()
+    installed = metadata.version("numpy")
+    (tmp_path / "requirements" / "lock.txt").write_text(text.replace(f"numpy=={installed}", "numpy==1.0.0")
+                                                        + "no-such-pkg-xyz==1.0\n")
+    state = lock_state(tmp_path)
+    assert state["matches"] is False and state["differs"] == {"numpy": {"lock": "1.0.0", "installed": installed}}
+    assert state["not_installed"] == ["no-such-pkg-xyz"]

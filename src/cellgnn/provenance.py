@@ -3,6 +3,7 @@
 ``write_provenance(cfg, ...)`` writes ``results/{dataset}/provenance/config.yaml`` (the
 resolved config: the user's files with every schema default filled in) and
 ``provenance.json`` (git commit of the workflow, package versions of the environment,
+the lock file's sha256 and every locked package whose installed version differs,
 hashes of the pinned conda envs, every seed in the config, the config files given).
 Nothing in it depends on the time of the run, so the same inputs give the same files.
 """
@@ -73,6 +74,21 @@ def env_hashes(repo_dir: str | Path) -> dict:
             for p in sorted(Path(repo_dir, "envs").glob("*.yaml"))}
 
 
+def lock_state(repo_dir: str | Path) -> dict:
+    """sha256 of ``requirements/lock.txt`` and the locked distributions whose installed version
+    differs (``{name: {lock, installed}}``; a rule's conda env holds a subset of the lock, so
+    packages it lacks are listed apart, under ``not_installed``)."""
+    from .lockfile import environment_differences
+
+    lock = Path(repo_dir, "requirements", "lock.txt")
+    if not lock.exists():
+        return {"sha256": None, "matches": None, "differs": {}, "not_installed": []}
+    diffs = environment_differences(lock)
+    differs = {k: v for k, v in diffs.items() if v["installed"] != "not installed"}
+    return {"sha256": hashlib.sha256(lock.read_bytes()).hexdigest(), "matches": not differs, "differs": differs,
+            "not_installed": sorted(k for k, v in diffs.items() if v["installed"] == "not installed")}
+
+
 def provenance(cfg: dict, git: dict, config_files: list[str], repo_dir: str | Path) -> dict:
     """The provenance record of a run of the workflow at ``repo_dir`` with resolved config ``cfg``."""
     return {
@@ -81,6 +97,7 @@ def provenance(cfg: dict, git: dict, config_files: list[str], repo_dir: str | Pa
         "config_files": [str(f) for f in config_files],
         "seeds": collect_seeds(cfg),
         "packages": package_versions(),
+        "lock": lock_state(repo_dir),
         "platform": {"system": platform.system(), "machine": platform.machine(),
                      "python_implementation": platform.python_implementation()},
         "conda_envs_sha256": env_hashes(repo_dir),
