@@ -9,11 +9,11 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    explain_stage(smk.input.graph, smk.input.raw, list(smk.input.models), str(Path(smk.output.run).parent),
+    explain_stage(smk.input.graphs[0], smk.input.raw, list(smk.input.models), str(Path(smk.output.run).parent),
                   smk.params.explain, smk.params.device,
                   attention_models=list(smk.input.get("attention", [])),
                   edge_models=list(smk.input.get("edge_models", [])),
-                  edge_features_path=smk.input.get("edge_features"), ablation_path=smk.params.ablation)
+                  edge_features_path=(smk.input.get("edge_features") or [None])[0], ablation_path=smk.params.ablation)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -11,7 +11,7 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    plot_model_comparison(pd.read_csv(smk.input[0]), smk.output.png, smk.output.pdf)
+    plot_model_comparison(pd.read_csv(smk.input.table), pd.read_csv(smk.input.summary), smk.output.png, smk.output.pdf)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -9,8 +9,9 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    write_study_summary(smk.input.models, smk.input.qc, smk.output[0], smk.wildcards.dataset,
-                        explain_run=smk.input.get("explain"), augment_files=list(smk.input.get("augment", [])))
+    write_study_summary(str(Path(smk.input.models).parent), smk.input.qc, smk.output[0], smk.wildcards.dataset,
+                        notes=list(smk.params.notes), explain_run=smk.input.get("explain"),
+                        augment_files=list(smk.input.get("augment", [])))
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -1,4 +1,4 @@
-"""Rule train: fit one model on one split mode with one seed; test metrics + predictions."""
+"""Rule train: fit one model on one split unit with every seed; test metrics + predictions per seed."""
 import sys
 from pathlib import Path
 
@@ -9,8 +9,8 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_training(smk.input.graph, smk.wildcards.model, int(smk.wildcards.seed), smk.params.train,
-                 smk.params.device, smk.output, edge_features=smk.input.get("edge_features"))
+    run_training(smk.input.graph, smk.wildcards.model, smk.params.seeds, smk.params.train, smk.params.device,
+                 smk.output, edge_features=smk.input.get("edge_features"))
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -9,7 +9,7 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_training(smk.input.graph, smk.params.model, int(smk.wildcards.seed), smk.params.train, smk.params.device,
+    run_training(smk.input.graph, smk.params.model, smk.params.seeds, smk.params.train, smk.params.device,
                  smk.output, edge_features=smk.input.edge_features, drop_group=smk.wildcards.group)
 
 

@@ -56,8 +56,9 @@ def planted_graph(n=360, seed=0, strength=0.5):
     graph = {"x": torch.from_numpy(x), "y": torch.from_numpy(y).long(),
              "edge_index": torch.from_numpy(pairs.T.copy()).long(),
              "edge_weight": torch.ones(len(pairs)), "cell_type": torch.from_numpy(ct).long(),
-             "donor": torch.zeros(y.size, dtype=torch.long), **{k: torch.from_numpy(v) for k, v in masks.items()},
-             "classes": CLASSES, "genes": genes, "cell_types": CELL_TYPES, "donors": ["d0"],
+             "donor": torch.zeros(y.size, dtype=torch.long), "sample": torch.zeros(y.size, dtype=torch.long),
+             **{k: torch.from_numpy(v) for k, v in masks.items()},
+             "classes": CLASSES, "genes": genes, "cell_types": CELL_TYPES, "donors": ["d0"], "samples": ["d0"],
              "cell_ids": [f"c{i}" for i in range(y.size)], "split_mode": "cells", "graph_mode": "transductive",
              "self_loops": True, "seed": seed}
     rows = [(CLASSES[c], t, genes[gi], 1.0) for c, gs in planted.items() for t in CELL_TYPES for gi in gs]

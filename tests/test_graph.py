@@ -74,7 +74,7 @@ def test_donor_split_stratifies_donor_level_labels():
 def test_donor_split_refuses_class_with_single_donor():
     obs = pd.DataFrame({"donor": np.repeat(["a", "b", "c", "d"], 10),
                         "label": np.repeat(["x", "x", "x", "y"], 10)})
-    with pytest.raises(CellgnnInputError, match="single donor"):
+    with pytest.raises(CellgnnInputError, match="class 'y' occurs in one donor only"):
         split_cells(obs, "donors", {"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
 
 

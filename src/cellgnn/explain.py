@@ -871,7 +871,9 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
     edge_attr = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None
     LOG.info("explaining %d %s cells of %d classes with %s", cells.size, subset, len(explain_classes), methods)
     ig_p = params.get("ig", {}) or {}
-    control = params.get("de_control", "mock")
+    from .design import resolve_control
+
+    control = resolve_control(classes, params.get("de_control", "auto"))
     ctrl = classes.index(control) if control in classes else None
     ig_reference = ig_reference_index = ig_contrast = None
     if "integrated_gradients" in methods:

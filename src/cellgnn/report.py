@@ -54,13 +54,16 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
-def write_study_summary(models_csv: str, qc_json: str, path: str, dataset: str,
+def write_study_summary(metrics_dir: str, qc_json: str, path: str, dataset: str, notes: list[str] = (),
                         explain_run: str | None = None, augment_files: list[str] = ()) -> str:
-    """``summary.md``: the figures stage's data and model tables, plus augmentation and
-    explanation sections for the stages present in this run."""
+    """``summary.md``: the data, the run's design decisions and the model tables (from the
+    collect_metrics rule's ``metrics_dir``), plus augmentation and explanation sections for the
+    stages present in this run."""
     sections = {}
     if augment_files:
         sections["Augmentation (ACTIVA)"] = augmentation_section(list(augment_files))
     if explain_run:
         sections["Explanations"] = explanation_section(Path(explain_run).parent)
-    return write_summary(models_csv, qc_json, path, dataset, sections=sections)
+    d = Path(metrics_dir)
+    return write_summary(str(d / "models_summary.csv"), str(d / "margins.csv"), str(d / "calls.csv"), qc_json, path,
+                         dataset, notes=notes, sections=sections)

@@ -243,6 +243,31 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
     return adata
 
 
+def design_obs(preset: str = "infection", n_cells: int = 4000, n_donors: int = 4, **_) -> pd.DataFrame:
+    """The design a simulation will have, without simulating: ``label``, ``donor`` and
+    ``cell_type`` for ``n_cells`` cells with the expected class and cell-type proportions
+    (every donor in every condition for ``infection``; one severity per donor for ``severity``).
+    Start-up checks use it; the data stage checks the real cells again."""
+    donors = [f"donor{d + 1}" for d in range(n_donors)]
+    if preset == "infection":
+        shares = {"mock": 0.25}
+        for t in TIMEPOINTS:
+            shares[f"infected_{t}dpi"] = 0.25 * INFECTED_FRACTION[t]
+            shares[f"bystander_{t}dpi"] = 0.25 * (1 - INFECTED_FRACTION[t])
+        per_donor = {d: shares for d in donors}
+        cell_types = list(INFECTION_CELL_TYPES)
+    else:
+        levels = ["healthy", "moderate", "severe"]
+        per_donor = {d: {levels[i % 3]: 1.0} for i, d in enumerate(donors)}
+        cell_types = list(SEVERITY_CELL_TYPES)
+    rows = []
+    for d, shares in per_donor.items():
+        for lab, share in shares.items():
+            n = max(1, int(round(n_cells / n_donors * share)))
+            rows += [(lab, d, cell_types[i % len(cell_types)]) for i in range(n)]
+    return pd.DataFrame(rows, columns=["label", "donor", "cell_type"])
+
+
 def _gene_names(n_genes: int) -> list[str]:
     mt = ["MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3", "MT-ND3",
           "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB"]
