@@ -91,37 +91,42 @@ def _donor_weights(n_donors: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_donors, np.full(n_donors, 1.0 / n_donors), size=n_boot).astype(float)
 
 
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of ``scores [N]`` for the cells of each row of ``weights [B, N]`` (a cell
+    counted ``w`` times; ties count one half): the Mann-Whitney statistic, in one sorted pass."""
+    order = np.argsort(scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w_pos = np.add.reduceat(w * pos, starts, axis=1)
+    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(w_neg, axis=1) - w_neg
+    total = w_pos.sum(1) * w_neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w_pos * (below + 0.5 * w_neg)).sum(1) / total, np.nan)
+
+
 def _auroc_replicates(pred: pd.DataFrame, classes: list[str], donors: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Macro one-vs-rest AUROC of each bootstrap replicate ``[B]`` (cells weighted by their donor's count)."""
-    from sklearn.metrics import roc_auc_score
-
+    """Macro one-vs-rest AUROC of each bootstrap replicate ``[B]`` (cells weighted by their donor's
+    count; classes without positives or negatives in a replicate are left out of its mean)."""
     d_index = {d: i for i, d in enumerate(donors)}
-    cell_d = pred["donor"].astype(str).map(d_index).to_numpy()
+    cell_w = weights[:, pred["donor"].astype(str).map(d_index).to_numpy()]
     true = pred["true"].astype(str).to_numpy()
-    out = np.full(weights.shape[0], np.nan)
-    for b, w in enumerate(weights):
-        cw = w[cell_d]
-        keep = cw > 0
-        aucs = []
-        for c in classes:
-            pos = true[keep] == c
-            if 0 < pos.sum() < keep.sum():
-                aucs.append(roc_auc_score(pos, pred.loc[keep, f"p_{c}"].to_numpy(), sample_weight=cw[keep]))
-        out[b] = np.mean(aucs) if aucs else np.nan
-    return out
+    per_class = np.stack([weighted_auroc(pred[f"p_{c}"].to_numpy(), true == c, cell_w) for c in classes])
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(np.isfinite(per_class), per_class, np.nan), axis=0)
 
 
-def bootstrap_over_donors(preds: dict, classes: list[str], n_boot: int = 2000, seed: int = 0,
-                          auroc_boot: int = 200) -> tuple[dict, dict]:
-    """Replicates of each pooled metric, averaged over seeds: ``{metric: [B]}``, and the point
+def bootstrap_over_donors(preds: dict, classes: list[str], n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    """Replicates ``{metric: [B]}`` of each pooled metric, averaged over seeds, and the point
     estimates ``{metric: mean over seeds}``. preds: seed -> held-out predictions (one row per cell,
-    columns ``true``, ``pred``, ``donor``, ``p_<class>``)."""
+    columns ``true``, ``pred``, ``donor``, ``p_<class>``). The donor resamples (``seed``) are the
+    same for every model, so replicates of two models pair up."""
     donors = np.array(sorted({str(d) for p in preds.values() for d in p["donor"]}))
     weights = _donor_weights(donors.size, n_boot, seed)
     c_index = {c: i for i, c in enumerate(classes)}
     d_index = {d: i for i, d in enumerate(donors)}
-    reps = {m: np.zeros(n_boot) for m in CONFUSION_METRICS}
-    reps["auroc"] = np.zeros(min(auroc_boot, n_boot))
+    reps = {m: np.zeros(n_boot) for m in METRICS}
     point = {m: [] for m in METRICS}
     for p in preds.values():
         true = p["true"].astype(str).map(c_index).to_numpy()
@@ -129,7 +134,7 @@ def bootstrap_over_donors(preds: dict, classes: list[str], n_boot: int = 2000, s
         conf = _confusions(true, pred, p["donor"].astype(str).map(d_index).to_numpy(), len(classes))
         for m, v in confusion_metrics(np.einsum("bd,dij->bij", weights, conf)).items():
             reps[m] += v / len(preds)
-        reps["auroc"] += _auroc_replicates(p, classes, donors, weights[: reps["auroc"].size]) / len(preds)
+        reps["auroc"] += _auroc_replicates(p, classes, donors, weights) / len(preds)
         full = classification_metrics(true, p[[f"p_{c}" for c in classes]].to_numpy())
         for m in METRICS:
             point[m].append(full[m])
@@ -166,7 +171,7 @@ def unit_calls(pred: pd.DataFrame, classes: list[str], unit: str) -> pd.DataFram
 
 # ---------------------------------------------------------------- the rule
 def collect_metrics(metric_files: list[str], prediction_files: list[str], out: dict, metric: str = "macro_f1",
-                    seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
+                    seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """Write ``models.csv`` (model, split, seed + test metrics; donor_cv pooled over folds),
     ``folds.csv`` (every run), ``models_summary.csv`` (mean and 95% interval per model x split,
     with the interval's method and the donor-level call accuracy), ``calls.csv`` and ``margins.csv``
@@ -177,12 +182,13 @@ def collect_metrics(metric_files: list[str], prediction_files: list[str], out: d
     write_csv(runs, out["folds"])
     preds = read_test_predictions(prediction_files)
     classes = [c[len("p_"):] for c in preds.columns if c.startswith("p_")]
-    table_rows, summary_rows, calls, margins = [], [], [], []
+    table_rows, summary_rows, calls = [], [], []
+    boot = {}  # donor_cv model -> (replicates, point estimates), shared with the margins
     for (split, model), runs_m in runs.groupby(["split", "model"], sort=True):
         if split == "donor_cv":
             pm = preds[(preds["split"] == split) & (preds["model"] == model)]
             by_seed = {s: g for s, g in pm.groupby("seed")}
-            reps, point = bootstrap_over_donors(by_seed, classes, n_boot=n_boot, seed=seed)
+            reps, point = boot[model] = bootstrap_over_donors(by_seed, classes, n_boot=n_boot, seed=seed)
             for s, g in by_seed.items():
                 codes = g["true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
                 full = classification_metrics(codes, g[[f"p_{c}" for c in classes]].to_numpy())
@@ -216,7 +222,7 @@ def collect_metrics(metric_files: list[str], prediction_files: list[str], out: d
                                                        vote_accuracy=("vote_correct", "mean"),
                                                        n_units=("unit", "nunique"), unit_kind=("unit_kind", "first"))
         summary = summary.join(acc, on=["model", "split"])
-    margins = held_out_margins(preds, runs, classes, metric, seed=seed, n_boot=n_boot)
+    margins = held_out_margins(runs, metric, boot, n_donors=preds.loc[preds["split"] == "donor_cv", "donor"].nunique())
     write_csv(table[["model", "split", "seed", *METRICS]], out["table"])
     write_csv(summary, out["summary"])
     lead = ["model", "split", "seed", "unit_kind", "unit", "true", "n_cells", "call", "vote", "call_correct", "vote_correct"]
@@ -225,11 +231,11 @@ def collect_metrics(metric_files: list[str], prediction_files: list[str], out: d
     return table
 
 
-def held_out_margins(preds: pd.DataFrame, runs: pd.DataFrame, classes: list[str], metric: str, seed: int = 0,
-                     n_boot: int = 2000) -> pd.DataFrame:
+def held_out_margins(runs: pd.DataFrame, metric: str, boot: dict, n_donors: int = 0) -> pd.DataFrame:
     """The best model on the held-out split (donor_cv, else donors) by ``metric``, and its margin over
-    every other model with a paired 95% interval: bootstrap over donors on donor_cv, t over seeds on
-    donors (paired by seed)."""
+    every other model with a paired 95% interval: on donor_cv the same donor resamples of the
+    bootstrap ``boot`` (model -> (replicates, point estimates)) for both models, each averaged over
+    seeds; on donors a t-interval over seeds, paired by seed."""
     from .metrics import mean_ci
 
     cols = ["split", "best", "other", "metric", "margin", "low", "high", "interval", "excludes_zero"]
@@ -238,19 +244,13 @@ def held_out_margins(preds: pd.DataFrame, runs: pd.DataFrame, classes: list[str]
         return pd.DataFrame(columns=cols)
     rows = []
     if split == "donor_cv":
-        pm = preds[preds["split"] == split]
-        per_model = {m: bootstrap_over_donors({s: g for s, g in d.groupby("seed")}, classes,
-                                              n_boot=n_boot if metric != "auroc" else 200, seed=seed)
-                     for m, d in pm.groupby("model")}
-        best = max(per_model, key=lambda m: per_model[m][1][metric])
-        for other in sorted(per_model):
-            if other == best:
-                continue
-            diff = per_model[best][0][metric] - per_model[other][0][metric]
+        best = max(boot, key=lambda m: boot[m][1][metric])
+        for other in sorted(m for m in boot if m != best):
+            diff = boot[best][0][metric] - boot[other][0][metric]
             lo, hi = np.nanpercentile(diff, [2.5, 97.5])
             rows.append({"split": split, "best": best, "other": other, "metric": metric,
-                         "margin": per_model[best][1][metric] - per_model[other][1][metric], "low": float(lo),
-                         "high": float(hi), "interval": f"paired bootstrap over {pm['donor'].nunique()} donors",
+                         "margin": boot[best][1][metric] - boot[other][1][metric], "low": float(lo),
+                         "high": float(hi), "interval": f"paired bootstrap over {n_donors} donors",
                          "excludes_zero": bool(lo > 0)})
     else:
         r = runs[runs["split"] == split].pivot_table(index="seed", columns="model", values=metric)
