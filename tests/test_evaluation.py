@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from cellgnn.errors import CellgnnInputError
-from cellgnn.evaluation import ablation_table, evaluate, paired_comparison, summarize
+from cellgnn.evaluation import ablation_table, paired_comparison, evaluate
 
 
 def _df():
@@ -36,11 +36,6 @@ def test_ablation_table_signs():
     abl = ablation_table(_df()).set_index("group")
     assert abl.loc["node2vec", "mean_diff"] == pytest.approx(-0.05) == abl.loc["node2vec", "delta_macro_f1"]
     assert abl.loc["curvature", "mean_diff"] == 0 and abl.loc["curvature", "p_value"] == 1.0
-
-
-def test_summarize_has_intervals():
-    s = summarize(_df()).set_index("model")
-    assert s.loc["gat", "n_seeds"] == 3 and s.loc["gat", "macro_f1_ci_low"] < s.loc["gat", "macro_f1"]
 
 
 def test_evaluate_writes_tables_and_figure(tmp_path):

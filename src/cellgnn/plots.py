@@ -1,7 +1,7 @@
 """Figures stage: UMAP panels, confusion matrix, model comparison, and ``summary.md``.
 
-Colour-blind-safe palettes (Okabe–Ito for categories, viridis for continuous values);
-every figure is written as PNG (300 dpi) and PDF.
+Palette and saver: :mod:`cellgnn.figstyle` (Okabe–Ito for categories, viridis for
+continuous values; PNG + PDF).
 """
 
 from __future__ import annotations
@@ -18,43 +18,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import CellgnnInputError  # noqa: E402
+from .figstyle import palette, save_figure  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
-from .metrics import METRICS, mean_ci, summarize  # noqa: E402
+from .metrics import METRICS  # noqa: E402
+from .stats import paired_margin, summarize, t_interval  # noqa: E402
 
 LOG = logging.getLogger(__name__)
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                  "auroc": "AUROC (one-vs-rest)"}
-
-
-def palette(n: int) -> list:
-    """n colour-blind-safe colours: Okabe–Ito, extended with tab20 beyond 8 categories."""
-    if n <= len(OKABE_ITO):
-        return OKABE_ITO[:n]
-    extra = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    return (OKABE_ITO + extra)[:n]
-
-
-def save_figure(fig, png_path: str | Path, pdf_path: str | Path | None = None) -> None:
-    """Save ``fig`` atomically as PNG and (when given) PDF, then close it."""
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=300, bbox_inches="tight", format="png")
-    if pdf_path:
-        with atomic_path(pdf_path) as tmp:
-            fig.savefig(tmp, bbox_inches="tight", format="pdf")
-    plt.close(fig)
 
 
 def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> str:
     """Model with the highest mean test ``metric`` on split mode ``split``."""
     sub = models_csv[models_csv["split"] == split]
     return str(sub.groupby("model")[metric].mean().idxmax())
-
-
-def preferred_split(splits) -> str:
-    """The honest split when present: ``donors``, else the first."""
-    splits = list(splits)
-    return "donors" if "donors" in splits else splits[0]
 
 
 # ---------------------------------------------------------------- UMAP
@@ -168,7 +145,7 @@ def plot_model_comparison(df: pd.DataFrame, png: str, pdf: str, chance: dict[str
                 vals = df[(df["model"] == model) & (df["split"] == split)][metric].to_numpy()
                 if vals.size == 0:
                     continue
-                mean, low, high = mean_ci(vals)
+                mean, low, high = t_interval(vals)
                 x = m_i + (s_i - (len(splits) - 1) / 2) * width
                 err = None if np.isnan(low) else [[mean - low], [high - mean]]
                 ax.bar(x, mean, width, color=colors[split], label=split if m_i == 0 else None,
@@ -198,11 +175,11 @@ def format_ci(mean: float, low: float, high: float) -> str:
 
 def paired_difference(df: pd.DataFrame, a: str, b: str, split: str, metric: str = "macro_f1"):
     """Mean and 95% CI over seeds of ``metric(a) - metric(b)``, paired by seed; None if not both present."""
-    sub = df[df["split"] == split].pivot(index="seed", columns="model", values=metric)
-    if a not in sub or b not in sub:
+    sub = df[df["split"] == split].set_index("seed")
+    if a not in set(sub["model"]) or b not in set(sub["model"]):
         return None
-    d = (sub[a] - sub[b]).dropna()
-    return (*mean_ci(d), int(d.size))
+    interval, n = paired_margin(sub.loc[sub["model"] == a, metric], sub.loc[sub["model"] == b, metric])
+    return (*interval, n)
 
 
 def write_summary(models_csv: str, qc_json: str, path: str, dataset: str, sections: dict[str, str] | None = None) -> str:

@@ -395,7 +395,8 @@ def collect_metrics(metric_files: list[str], table_path: str, summary_path: str)
     import json
 
     from .io import write_csv
-    from .metrics import METRICS, summarize
+    from .metrics import METRICS
+    from .stats import summarize
 
     rows = []
     for f in metric_files:
