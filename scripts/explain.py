@@ -4,16 +4,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.explain import explain_stage  # noqa: E402
+from cellgnn.explain import run_explain  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    explain_stage(smk.input.graph, smk.input.raw, list(smk.input.models), str(Path(smk.output.run).parent),
-                  smk.params.explain, smk.params.device,
-                  attention_models=list(smk.input.get("attention", [])),
-                  edge_models=list(smk.input.get("edge_models", [])),
-                  edge_features_path=smk.input.get("edge_features"), ablation_path=smk.params.ablation)
+    run_explain(smk.input.graph, smk.input.raw, list(smk.input.models), str(Path(smk.output.run).parent),
+                smk.params.explain, smk.params.device,
+                attention_models=list(smk.input.get("attention", [])),
+                edge_models=list(smk.input.get("edge_models", [])),
+                edge_features_path=smk.input.get("edge_features"), ablation_path=smk.params.ablation)
 
 
 run_rule(main, snakemake)  # noqa: F821
