@@ -113,9 +113,9 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
     save_figure(fig, path_png)
 
 
-def evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
-             figure_png: str, cfg: dict | None = None) -> None:
-    """Write the paired comparison, the ablation table and their figure.
+def run_evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
+                 figure_png: str, cfg: dict | None = None) -> None:
+    """Rule evaluate: write the paired comparison, the ablation table and their figure.
 
     models_csv: ``metrics/models.csv``; ablation_metrics: ``metrics.json`` files of the
     ``gat_ef_minus_<group>`` runs; cfg: the ``evaluation`` config section (``model``,

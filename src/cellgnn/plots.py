@@ -232,7 +232,7 @@ def _best_predictions(models_csv: str, prediction_files: list[str], split: str) 
     return model, [pd.read_csv(f) for f in sorted(files)]
 
 
-def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
+def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
     """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
     import anndata as ad
 
@@ -241,8 +241,14 @@ def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
         emb.to_csv(tmp, float_format="%.5f")
 
 
-def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
-                png: str, pdf: str) -> None:
+def run_model_comparison(models_csv: str, png: str, pdf: str) -> None:
+    """Rule model_comparison: :func:`plot_model_comparison` of ``metrics/models.csv``."""
+    plot_model_comparison(pd.read_csv(models_csv), png, pdf)
+
+
+def run_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
+             png: str, pdf: str) -> None:
+    """Rule umap: :func:`plot_umap` with the best model's predictions on ``split`` (first seed)."""
     import anndata as ad
 
     model, tables = _best_predictions(models_csv, prediction_files, split)
@@ -251,7 +257,8 @@ def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction
               f"{model}, {split} split, first seed", embedding_file=embedding_csv)
 
 
-def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+def run_confusion_matrix(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+    """Rule confusion_matrix: :func:`plot_confusion` of the best model on ``split``, seeds pooled."""
     model, tables = _best_predictions(models_csv, prediction_files, split)
     classes = sorted(set(tables[0]["true"].astype(str)))
     plot_confusion(tables, classes, png, pdf,

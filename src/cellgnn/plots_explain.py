@@ -173,7 +173,7 @@ def plot_explain(explain_dir: str | Path, figure_dir: str | Path, truth: dict | 
     return stems
 
 
-def plot_explain_rule(run_json: str, raw_path: str, first_png: str, method: str, n_top: int) -> list[Path]:
+def run_explain_figures(run_json: str, raw_path: str, first_png: str, method: str, n_top: int) -> list[Path]:
     """Rule explain_figures: tables beside ``run_json``, truth from ``raw_path``, figures beside ``first_png``."""
     from .explain import read_ground_truth
 

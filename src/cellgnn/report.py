@@ -53,10 +53,10 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
-def write_study_summary(models_csv: str, qc_json: str, path: str, dataset: str,
-                        explain_run: str | None = None, augment_files: list[str] = ()) -> str:
-    """``summary.md``: the figures stage's data and model tables, plus augmentation and
-    explanation sections for the stages present in this run."""
+def run_summary(models_csv: str, qc_json: str, path: str, dataset: str,
+                explain_run: str | None = None, augment_files: list[str] = ()) -> str:
+    """Rule summary: ``summary.md`` with the figures stage's data and model tables, plus
+    augmentation and explanation sections for the stages present in this run."""
     sections = {}
     if augment_files:
         sections["Augmentation (ACTIVA)"] = augmentation_section(list(augment_files))

@@ -204,8 +204,8 @@ def select_groups(ef: dict, keep: list[str]) -> dict:
     return out
 
 
-def edge_features_stage(graph_path: str, out_path: str, cfg: dict, seed: int, device: str = "auto") -> dict:
-    """Rule entry point: load ``graph/{split}.pt``, compute the features, write ``edge_features/{split}.pt``.
+def run_edge_features(graph_path: str, out_path: str, cfg: dict, seed: int, device: str = "auto") -> dict:
+    """Rule edge_features: load ``graph/{split}.pt``, compute the features, write ``edge_features/{split}.pt``.
 
     Input problems are raised before any training; the output is written atomically.
     Returns the saved dict.
