@@ -41,14 +41,10 @@ MODELS: dict[str, ModelSpec] = {
     # The study trained with Adagrad lr 1e-3 over ~20 Cluster-GCN mini-batches per epoch; full-batch
     # training takes one step per epoch, so Adam 5e-3 is the default here (config/paper.yaml restores
     # the study's optimizer).
-    # residual: GATConv layers add a linear skip of the cell's own input. Without it the study's
-    # GAT averages a rare infected cell into its (mostly bystander) neighbours: on the 4,000-cell
-    # demo's cells split macro-F1 0.60 without vs 0.78 with (seed 0); config/paper*.yaml set
-    # residual: false to reproduce the study's layers.
-    # weight_decay 5e-2 (the study: 5e-4) was chosen on validation macro-F1 alone, seeds 0-2 of
-    # the default data as it was before 2026-11-21 (library effects SD 0.3; not re-tuned since),
-    # from {5e-4, 5e-3, 5e-2} x feature dropout {0, 0.5, 0.7}, averaged over the two split
-    # modes (cells 0.694 -> 0.796, donors 0.139 -> 0.321 with 5e-4 -> 5e-2).
+    # residual: GATConv layers add a linear skip of the cell's own input; without it the study's
+    # GAT averages a rare infected cell into its (mostly bystander) neighbours. config/paper*.yaml
+    # set residual: false to reproduce the study's layers. weight_decay 5e-2 (the study: 5e-4)
+    # was chosen on validation macro-F1. The measurements behind both: README, "Measured".
     "gat": ModelSpec("gat", GAT, defaults={"optimizer": "adam", "lr": 5e-3, "weight_decay": 5e-2,
                                            "residual": True}),
     # edge-feature models (cellgnn.models.edge_models); same optimiser and layers as gat so
