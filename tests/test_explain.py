@@ -221,6 +221,16 @@ def test_method_margins_pair_seeds_and_set_deterministic_methods_against_each_se
     assert m.loc["de", "low"] < 0.25 < m.loc["de", "high"]
 
 
+def test_summarize_scores_gives_no_interval_for_a_deterministic_method():
+    scores = pd.DataFrame({"method": ["ig"] * 4 + ["de"] * 2, "class": ["a", "b"] * 3,
+                           "seed": [0, 0, 1, 1, np.nan, np.nan],
+                           "precision_at_k": [0.9, 0.7, 1.0, 0.8, 0.6, 0.6], "auprc": [0.5] * 6})
+    s = ex.summarize_scores(scores).set_index("method")
+    assert list(s.index) == ["ig", "de"] and s.loc["ig", "n_seeds"] == 2 and s.loc["de", "n_seeds"] == 1
+    assert s.loc["ig", "precision_at_k_low"] < 0.85 < s.loc["ig", "precision_at_k_high"]
+    assert s.loc["de", "precision_at_k"] == pytest.approx(0.6) and np.isnan(s.loc["de", "precision_at_k_low"])
+
+
 def test_precision_and_auprc_known_values():
     scores = np.array([0.9, 0.8, 0.1, 0.7, 0.0])
     truth = np.array([True, False, False, True, False])
