@@ -130,7 +130,7 @@ def test_aux_gat_pretraining_resumes_to_identical_attention(tmp_path, monkeypatc
 
 
 def test_edge_feature_stage_removes_its_resume_files(tmp_path):
-    from cellgnn.edge_features import edge_features_stage
+    from cellgnn.edge_features import run_edge_features
     from edgefeat_fixtures import make_graph
 
     g = make_graph(n=60)
@@ -140,5 +140,5 @@ def test_edge_feature_stage_removes_its_resume_files(tmp_path):
     out = tmp_path / "edge_features" / "cells.pt"
     cfg = {"groups": ["celltype_attention", "curvature"], "heads": 2, "hidden": 4, "aux_epochs": 6,
            "checkpoint_every": 2}
-    edge_features_stage(str(gpath), str(out), cfg, seed=0, device="cpu")
+    run_edge_features(str(gpath), str(out), cfg, seed=0, device="cpu")
     assert sorted(p.name for p in out.parent.iterdir()) == ["cells.pt"]

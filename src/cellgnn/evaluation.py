@@ -14,31 +14,17 @@ full ``gat_ef`` (negative difference = the group helped).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from .errors import CellgnnInputError
-from .metrics import METRICS, mean_ci
+from .stats import paired_differences, t_interval
 
 LOG = logging.getLogger(__name__)
 
 ABLATION_PREFIX = "gat_ef_minus_"
-
-
-def summarize(df: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """Per (model, split): n seeds, seed list, mean and 95% t-interval of each metric."""
-    _check_columns(df, metrics)
-    rows = []
-    for (model, split), g in df.groupby(["model", "split"], sort=True):
-        row = {"model": model, "split": split, "n_seeds": len(g),
-               "seeds": " ".join(str(s) for s in sorted(g["seed"]))}
-        for m in metrics:
-            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean_ci(g[m])
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "macro_f1",
@@ -56,11 +42,11 @@ def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "ma
         a = d[d["model"] == model].set_index("seed")[metric]
         for base in baselines:
             b = d[d["model"] == base].set_index("seed")[metric]
-            seeds = sorted(set(a.index) & set(b.index))
-            if not seeds:
+            paired = paired_differences(a, b)
+            if paired.empty:
                 continue
-            diff = a.loc[seeds].to_numpy(float) - b.loc[seeds].to_numpy(float)
-            mean, lo, hi = mean_ci(diff, level)
+            seeds, diff = list(paired.index), paired.to_numpy()
+            mean, lo, hi = t_interval(diff, level)
             if len(seeds) >= 2 and np.std(diff, ddof=1) > 0:
                 t, p = stats.ttest_rel(a.loc[seeds], b.loc[seeds])
             elif len(seeds) >= 2:
@@ -100,15 +86,9 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
 
     Writes ``path_png`` and the same figure as PDF beside it (atomically).
     """
-    import matplotlib
+    from .figstyle import colour, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
-    okabe_ito = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     panels = [(comparison, "baseline", "gat_ef − baseline"), (ablation, "group", "without group − full gat_ef")]
     for ax, (tab, key, title) in zip(axes, panels):
         ax.axvline(0, color="grey", lw=1, ls="--")
@@ -122,7 +102,7 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
             rows = d.loc[[lab for lab in labels if lab in d.index]]
             err = np.vstack([rows["mean_diff"] - rows["ci_low"], rows["ci_high"] - rows["mean_diff"]])
             ax.errorbar(rows["mean_diff"], ys, xerr=np.nan_to_num(err), fmt="o", capsize=3,
-                        color=okabe_ito[s_i % len(okabe_ito)], label=f"split: {split}")
+                        color=colour(s_i), label=f"split: {split}")
         ax.set_yticks(range(len(labels)), labels)
         metric = tab["metric"].iloc[0] if not tab.empty else "macro_f1"
         ax.set_xlabel(f"paired difference in test {metric} (mean, 95% t-interval over seeds)")
@@ -130,15 +110,12 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
         ax.set_title(title)
         if splits:
             ax.legend(loc="best", fontsize=8)
-    for path in (Path(path_png), Path(path_png).with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path_png)
 
 
-def evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
-             figure_png: str, cfg: dict | None = None) -> None:
-    """Write the paired comparison, the ablation table and their figure.
+def run_evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
+                 figure_png: str, cfg: dict | None = None) -> None:
+    """Rule evaluate: write the paired comparison, the ablation table and their figure.
 
     models_csv: ``metrics/models.csv``; ablation_metrics: ``metrics.json`` files of the
     ``gat_ef_minus_<group>`` runs; cfg: the ``evaluation`` config section (``model``,

@@ -23,7 +23,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .metrics import METRICS, classification_metrics, summarize
+from .metrics import METRICS, classification_metrics
+from .stats import bootstrap_interval, summarize, t_interval
 
 LOG = logging.getLogger(__name__)
 CONFUSION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -197,8 +198,7 @@ def collect_metrics(metric_files: list[str], prediction_files: list[str], out: d
                    "seeds": " ".join(map(str, sorted(by_seed))), "n_folds": int(runs_m["fold"].nunique()),
                    "ci": f"bootstrap over {pm['donor'].nunique()} donors x seeds"}
             for m in METRICS:
-                lo, hi = np.nanpercentile(reps[m], [2.5, 97.5]) if np.isfinite(reps[m]).any() else (np.nan, np.nan)
-                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = point[m], float(lo), float(hi)
+                row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_interval(point[m], reps[m])
             summary_rows.append(row)
         else:
             for r in runs_m.itertuples():
@@ -236,8 +236,6 @@ def held_out_margins(runs: pd.DataFrame, metric: str, boot: dict, n_donors: int 
     every other model with a paired 95% interval: on donor_cv the same donor resamples of the
     bootstrap ``boot`` (model -> (replicates, point estimates)) for both models, each averaged over
     seeds; on donors a t-interval over seeds, paired by seed."""
-    from .metrics import mean_ci
-
     cols = ["split", "best", "other", "metric", "margin", "low", "high", "interval", "excludes_zero"]
     split = next((s for s in ("donor_cv", "donors") if s in set(runs["split"])), None)
     if split is None:
@@ -246,18 +244,17 @@ def held_out_margins(runs: pd.DataFrame, metric: str, boot: dict, n_donors: int 
     if split == "donor_cv":
         best = max(boot, key=lambda m: boot[m][1][metric])
         for other in sorted(m for m in boot if m != best):
-            diff = boot[best][0][metric] - boot[other][0][metric]
-            lo, hi = np.nanpercentile(diff, [2.5, 97.5])
-            rows.append({"split": split, "best": best, "other": other, "metric": metric,
-                         "margin": boot[best][1][metric] - boot[other][1][metric], "low": float(lo),
-                         "high": float(hi), "interval": f"paired bootstrap over {n_donors} donors",
+            m, lo, hi = bootstrap_interval(boot[best][1][metric] - boot[other][1][metric],
+                                           boot[best][0][metric] - boot[other][0][metric])
+            rows.append({"split": split, "best": best, "other": other, "metric": metric, "margin": m, "low": lo,
+                         "high": hi, "interval": f"paired bootstrap over {n_donors} donors",
                          "excludes_zero": bool(lo > 0)})
     else:
         r = runs[runs["split"] == split].pivot_table(index="seed", columns="model", values=metric)
         best = r.mean().idxmax()
         for other in sorted(c for c in r.columns if c != best):
             d = (r[best] - r[other]).dropna()
-            m, lo, hi = mean_ci(d)
+            m, lo, hi = t_interval(d)
             rows.append({"split": split, "best": best, "other": other, "metric": metric, "margin": m, "low": lo,
                          "high": hi, "interval": f"t over {d.size} paired seeds",
                          "excludes_zero": bool(np.isfinite(lo) and lo > 0)})

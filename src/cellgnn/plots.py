@@ -1,14 +1,13 @@
 """Figures stage: UMAP panels, confusion matrix, model comparison, and ``summary.md``.
 
-Colour-blind-safe palettes (Okabe–Ito for categories, viridis for continuous values);
-every figure is written as PNG (300 dpi) and PDF.
+Palette and saver: :mod:`cellgnn.figstyle` (Okabe–Ito for categories, viridis for
+continuous values; PNG + PDF).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import matplotlib
 
@@ -18,43 +17,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import CellgnnInputError  # noqa: E402
+from .figstyle import palette, save_figure  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .metrics import METRICS  # noqa: E402
 
 LOG = logging.getLogger(__name__)
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                  "auroc": "AUROC (one-vs-rest)"}
-
-
-def palette(n: int) -> list:
-    """n colour-blind-safe colours: Okabe–Ito, extended with tab20 beyond 8 categories."""
-    if n <= len(OKABE_ITO):
-        return OKABE_ITO[:n]
-    extra = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    return (OKABE_ITO + extra)[:n]
-
-
-def save_figure(fig, png_path: str | Path, pdf_path: str | Path | None = None) -> None:
-    """Save ``fig`` atomically as PNG and (when given) PDF, then close it."""
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=300, bbox_inches="tight", format="png")
-    if pdf_path:
-        with atomic_path(pdf_path) as tmp:
-            fig.savefig(tmp, bbox_inches="tight", format="pdf")
-    plt.close(fig)
 
 
 def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> str:
     """Model with the highest mean test ``metric`` on split mode ``split``."""
     sub = models_csv[models_csv["split"] == split]
     return str(sub.groupby("model")[metric].mean().idxmax())
-
-
-def preferred_split(splits) -> str:
-    """The honest split when present: ``donors``, else the first."""
-    splits = list(splits)
-    return "donors" if "donors" in splits else splits[0]
 
 
 # ---------------------------------------------------------------- UMAP
@@ -322,7 +297,7 @@ def _best_predictions(models_csv: str, prediction_files: list[str], split: str) 
     return model, [pd.concat(v, ignore_index=True) for _, v in sorted(by_seed.items())]
 
 
-def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
+def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
     """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
     import anndata as ad
 
@@ -331,8 +306,15 @@ def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
         emb.to_csv(tmp, float_format="%.5f")
 
 
-def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
-                png: str, pdf: str) -> None:
+def run_model_comparison(models_csv: str, summary_csv: str, png: str, pdf: str) -> None:
+    """Rule model_comparison: :func:`plot_model_comparison` of ``metrics/models.csv`` with the
+    intervals of ``metrics/models_summary.csv``."""
+    plot_model_comparison(pd.read_csv(models_csv), pd.read_csv(summary_csv), png, pdf)
+
+
+def run_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
+             png: str, pdf: str) -> None:
+    """Rule umap: :func:`plot_umap` with the best model's predictions on ``split`` (first seed)."""
     import anndata as ad
 
     model, tables = _best_predictions(models_csv, prediction_files, split)
@@ -341,7 +323,8 @@ def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction
               f"{model}, {split} split, first seed", embedding_file=embedding_csv)
 
 
-def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+def run_confusion_matrix(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+    """Rule confusion_matrix: :func:`plot_confusion` of the best model on ``split``, seeds pooled."""
     model, tables = _best_predictions(models_csv, prediction_files, split)
     classes = sorted(set(tables[0]["true"].astype(str)))
     plot_confusion(tables, classes, png, pdf,

@@ -11,13 +11,12 @@ import pandas as pd
 
 from .plots import write_summary
 from .plots_explain import _fmt, explanation_section
+from .stats import t_interval
 
 
 def augmentation_section(files: list[str]) -> str:
     """Markdown for the augment stage's outputs: scalar entries of ``*.json`` metrics and,
     for ``*.csv`` tables, numeric columns averaged over seeds (95% CI) per setting."""
-    from .explain import interval95
-
     lines = []
     for f in sorted(files, key=str):
         p = Path(f)
@@ -38,7 +37,7 @@ def augmentation_section(files: list[str]) -> str:
             groups = df.groupby(keys, sort=False) if keys else [((), df)]
             for key, grp in groups:
                 key = key if isinstance(key, tuple) else (key,)
-                lines.append("| " + " | ".join([str(k) for k in key] + [_fmt(*interval95(grp[c])) for c in num]) + " |")
+                lines.append("| " + " | ".join([str(k) for k in key] + [_fmt(*t_interval(grp[c])) for c in num]) + " |")
             lines.append("")
     return "\n".join(lines)
 
@@ -54,11 +53,11 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
-def write_study_summary(metrics_dir: str, qc_json: str, path: str, dataset: str, notes: list[str] = (),
-                        explain_run: str | None = None, augment_files: list[str] = ()) -> str:
-    """``summary.md``: the data, the run's design decisions and the model tables (from the
-    collect_metrics rule's ``metrics_dir``), plus augmentation and explanation sections for the
-    stages present in this run."""
+def run_summary(metrics_dir: str, qc_json: str, path: str, dataset: str, notes: list[str] = (),
+                explain_run: str | None = None, augment_files: list[str] = ()) -> str:
+    """Rule summary: ``summary.md`` with the data, the run's design decisions and the model tables
+    (from the collect_metrics rule's ``metrics_dir``), plus augmentation and explanation sections
+    for the stages present in this run."""
     sections = {}
     if augment_files:
         sections["Augmentation (ACTIVA)"] = augmentation_section(list(augment_files))

@@ -290,13 +290,14 @@ def run_training(graph_path: str, name: str, seeds: list[int], cfg: dict, device
     ``<name>_activa`` (evaluated on the real cells); compare_with: the plain model's
     predictions.csv per seed, whose per-class test F1 is recorded beside the topped-up model's.
     """
+    from .edge_features import load_edge_features
     from .graph import load_graph
     from .utils import get_device
 
     get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
     check_split_classes(graph, str(graph_path))
-    edge_attr = load_edge_features(edge_features, graph, drop_group) if edge_features else None
+    edge_attr = load_edge_features(edge_features, graph, drop_group)["edge_attr"].float() if edge_features else None
     synthetic = None
     if topup is not None:
         from .graph import load_topup
@@ -431,19 +432,3 @@ def load_model(path: str, graph: dict):
     return model, ckpt
 
 
-def load_edge_features(path: str, graph: dict, drop_group: str | None = None) -> torch.Tensor:
-    """Load ``edge_attr [E, F]``, check it is aligned with the graph's ``edge_index``; optionally drop a group."""
-    from .edge_features import check_edge_features, select_groups
-
-    try:
-        ef = torch.load(path, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise CellgnnInputError(f"cannot read edge features ({e})", file=str(path),
-                                fix="delete it and rerun the edge_features stage") from e
-    check_edge_features(ef, graph, file=str(path))
-    if drop_group is not None:
-        if drop_group not in ef["groups"] or len(ef["groups"]) < 2:
-            raise CellgnnInputError(f"cannot drop group '{drop_group}' from {list(ef['groups'])}", file=str(path),
-                                    field="edge_features.groups", fix="ablate a computed group; keep at least one")
-        ef = select_groups(ef, [g for g in ef["groups"] if g != drop_group])
-    return ef["edge_attr"].float()

@@ -35,7 +35,7 @@ ABLATION_GROUPS = RUN["ablation_groups"]
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
-EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]][:1]
+EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
 
 
 wildcard_constraints:

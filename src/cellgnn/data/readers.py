@@ -260,10 +260,6 @@ def find_mtx_files(p: Path) -> dict[str, Path]:
     return out
 
 
-def _open_text(f: Path):
-    return gzip.open(f, "rt") if f.name.endswith(".gz") else open(f)
-
-
 def _read_10x_mtx(p: Path, gex_only: bool):
     import anndata as ad
     import pandas as pd
