@@ -5,12 +5,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.heldout import collect_metrics  # noqa: E402
+from cellgnn.heldout import run_collect_metrics  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    collect_metrics(list(smk.input.metrics), list(smk.input.predictions), dict(smk.output.items()),
+    run_collect_metrics(list(smk.input.metrics), list(smk.input.predictions), dict(smk.output.items()),
                     metric=smk.params.metric, seed=smk.params.seed)
 
 

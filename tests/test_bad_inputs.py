@@ -232,7 +232,7 @@ def test_class_too_small_for_three_splits():
 
 
 def test_training_refuses_graph_with_test_split_lacking_a_class(graphs, tmp_path):
-    from cellgnn.train import run_training
+    from cellgnn.train import run_train
 
     g = dict(graphs["cells"])
     y = g["y"]
@@ -242,7 +242,7 @@ def test_training_refuses_graph_with_test_split_lacking_a_class(graphs, tmp_path
     save_graph(g, path)
     out = tmp_path / "models"
     with pytest.raises(CellgnnInputError) as e:
-        run_training(str(path), "mlp", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out))
+        run_train(str(path), "mlp", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out))
     assert g["classes"][0] in clear(e, file=path, field="test_mask")
     nothing_written(out)
 
@@ -359,7 +359,7 @@ def test_truncated_graph_file(graphs, tmp_path):
 
 
 def test_edge_features_of_another_graph(graphs, tmp_path):
-    from cellgnn.train import run_training
+    from cellgnn.train import run_train
 
     gpath = tmp_path / "cells.pt"
     save_graph(graphs["cells"], gpath)
@@ -370,7 +370,7 @@ def test_edge_features_of_another_graph(graphs, tmp_path):
     torch_save(ef, efpath)
     out = tmp_path / "models"
     with pytest.raises(CellgnnInputError) as e:
-        run_training(str(gpath), "gat_ef", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out),
+        run_train(str(gpath), "gat_ef", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out),
                      edge_features=str(efpath))
     clear(e, file=efpath)
     nothing_written(out)

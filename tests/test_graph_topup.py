@@ -75,7 +75,7 @@ def test_synthetic_nodes_only_in_training_graph(setup):
 def test_gat_activa_trains_through_the_train_path(setup, tmp_path):
     """gat_activa is the train rule with synthetic training cells: the same three files per seed, its
     checkpoint reloads with the train stage's loader, and top-up cells of another graph are refused."""
-    from cellgnn.train import graph_fingerprint, load_model, run_training
+    from cellgnn.train import graph_fingerprint, load_model, run_train
 
     adata, graph, cfg = setup
     save_graph(graph, tmp_path / "g.pt")
@@ -86,7 +86,7 @@ def test_gat_activa_trains_through_the_train_path(setup, tmp_path):
     predictions_table(graph, base.proba).to_csv(tmp_path / "gat.csv", index=False)
     out = SimpleNamespace(model=[str(tmp_path / "m.pt")], metrics=[str(tmp_path / "m.json")],
                           predictions=[str(tmp_path / "p.csv")])
-    run_training(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "top.pt"),
+    run_train(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "top.pt"),
                  compare_with=[str(tmp_path / "gat.csv")])
     m = json.loads(Path(out.metrics[0]).read_text())
     assert m["model"] == "gat_activa" and m["split"] == "cells"
@@ -101,4 +101,4 @@ def test_gat_activa_trains_through_the_train_path(setup, tmp_path):
     assert ckpt["record"] == "gat_activa" and ckpt["model"] == "gat"
     torch.save({**top, "split_mode": "cells", "k": 5, "graph_fingerprint": "another"}, tmp_path / "wrong.pt")
     with pytest.raises(CellgnnInputError, match="another graph"):
-        run_training(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "wrong.pt"))
+        run_train(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "wrong.pt"))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cellgnn.heldout import (bootstrap_over_donors, collect_metrics, confusion_metrics, unit_calls,
+from cellgnn.heldout import (bootstrap_over_donors, run_collect_metrics, confusion_metrics, unit_calls,
                              weighted_auroc)
 from cellgnn.metrics import classification_metrics
 
@@ -100,7 +100,7 @@ def test_collect_metrics_pools_folds_and_names_the_best_model(tmp_path):
                 metrics.append(m)
                 predictions.append(p)
     out = {k: str(tmp_path / f"{k}.csv") for k in ("table", "summary", "folds", "calls", "margins")}
-    table = collect_metrics(metrics, predictions, out, metric="balanced_accuracy", n_boot=200)
+    table = run_collect_metrics(metrics, predictions, out, metric="balanced_accuracy", n_boot=200)
     row = table[(table["model"] == "good") & (table["seed"] == 0)].iloc[0]
     want = classification_metrics((pooled[("good", 0)]["true"] == "stim").astype(int).to_numpy(),
                                   pooled[("good", 0)][["p_ctrl", "p_stim"]].to_numpy())

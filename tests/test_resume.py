@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cellgnn.graph import save_graph
-from cellgnn.train import resume_path, run_training, train_model
+from cellgnn.train import resume_path, run_train, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"max_epochs": 80, "patience": 25, "checkpoint_every": 5, "class_weights": True,
@@ -33,9 +33,9 @@ import sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {src!r})
 from types import SimpleNamespace
-from cellgnn.train import run_training
+from cellgnn.train import run_train
 out = SimpleNamespace(model=[{model!r}], metrics=[{metrics!r}], predictions=[{pred!r}])
-run_training({graph!r}, "gat", [0], {cfg!r}, "cpu", out)
+run_train({graph!r}, "gat", [0], {cfg!r}, "cpu", out)
 """
 
 
@@ -45,7 +45,7 @@ def test_killed_training_resumes_to_identical_metrics(graphs, tmp_path):
 
     # uninterrupted reference, same process settings (1 thread, CPU)
     ref = tmp_path / "ref"
-    (ref_result,) = run_training(str(graph_path), "gat", [0], CFG, "cpu", outputs(ref))
+    (ref_result,) = run_train(str(graph_path), "gat", [0], CFG, "cpu", outputs(ref))
     assert ref_result.resumed_from_epoch is None
     assert not resume_path(ref / "model.pt").exists()  # removed after success
 
@@ -67,7 +67,7 @@ def test_killed_training_resumes_to_identical_metrics(graphs, tmp_path):
     assert 0 < killed_at < CFG["max_epochs"] - 1
 
     # rerun: resumes from the checkpoint and reaches the same numbers
-    (resumed,) = run_training(str(graph_path), "gat", [0], CFG, "cpu", out)
+    (resumed,) = run_train(str(graph_path), "gat", [0], CFG, "cpu", out)
     assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= killed_at + 1
     assert not ckpt.exists()
     assert resumed.metrics == ref_result.metrics

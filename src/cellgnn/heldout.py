@@ -171,7 +171,7 @@ def unit_calls(pred: pd.DataFrame, classes: list[str], unit: str) -> pd.DataFram
 
 
 # ---------------------------------------------------------------- the rule
-def collect_metrics(metric_files: list[str], prediction_files: list[str], out: dict, metric: str = "macro_f1",
+def run_collect_metrics(metric_files: list[str], prediction_files: list[str], out: dict, metric: str = "macro_f1",
                     seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """Write ``models.csv`` (model, split, seed + test metrics; donor_cv pooled over folds),
     ``folds.csv`` (every run), ``models_summary.csv`` (mean and 95% interval per model x split,

@@ -204,15 +204,22 @@ def explanation_section(explain_dir: str | Path) -> str:
 
     e = Path(explain_dir)
     run = json.loads((e / "run.json").read_text())
-    lines = [f"Explained {run['n_cells']} `{run['cells_from']}` cells with model seeds "
-             f"{run['model_seeds']} (graph `{run['graph']}`)."]
+    graphs = run.get("graphs", [run.get("graph")])
+    lines = [f"Explained {run['n_cells']} `{run['cells_from']}` cells with model seeds {run['model_seeds']}"
+             + (f" (graph `{graphs[0]}`)." if len(graphs) == 1 else
+                f", pooled over {len(graphs)} folds (each cell explained by the models of the fold that held its "
+                "donor out).")]
     summ = pd.read_csv(e / "scores_summary.csv") if (e / "scores_summary.csv").stat().st_size > 1 else pd.DataFrame()
+    truth = run.get("truth") or "planted genes (simulator)"
     if summ.empty:
-        lines.append("No ground truth (real data): the gene rankings are in `explain/genes.csv`, unscored.")
+        lines.append("No ground truth and no gene set (explain.gene_set): the gene rankings are in "
+                     "`explain/genes.csv`, unscored.")
     else:
-        lines += ["", "Planted response genes recovered by each method (mean over classes; mean and 95% CI "
-                  "over seeds; k = number of genes planted in every cell type of the class):", "",
-                  "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
+        what = ("Planted response genes recovered by each method (mean over classes; mean and 95% CI over seeds; "
+                "k = number of genes planted in every cell type of the class):" if truth.startswith("planted") else
+                f"Genes of the published {truth} recovered by each method for the classes it describes (k = "
+                "the set's genes measured; DE is the baseline, random the floor; mean and 95% CI over seeds):")
+        lines += ["", what, "", "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
         for _, r in summ.iterrows():
             lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {r['seeds'] if pd.notna(r['seeds']) else 'deterministic'} | "
                          f"{_fmt(r['precision_at_k'], r['precision_at_k_low'], r['precision_at_k_high'])} | "

@@ -143,6 +143,11 @@ def check_paths(cfg: dict, workdir: str | Path, source: str) -> None:
     data = cfg["data"]
     if data["source"] == "file" and data["file"].get("path"):
         check_not_written(data["file"]["path"], workdir, field="data.file.path", source=source)
+    gene_set = cfg["explain"]["gene_set"]["path"]
+    if gene_set:
+        from .genesets import gene_set_path
+
+        gene_set_path(gene_set, workdir)
     if data["source"] == "url":
         from .data.samplesheet import url_filename
 

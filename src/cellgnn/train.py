@@ -5,7 +5,7 @@ holding the fitted model, test metrics, per-cell predictions and the training hi
 Torch models train full-batch with early stopping on validation loss and restore the
 best epoch. In ``inductive`` graphs the training forward pass sees only the training
 subgraph; validation and test cells are never in a training batch. Reference models
-(:mod:`cellgnn.models.reference`) are fitted with scikit-learn. ``run_training`` is the
+(:mod:`cellgnn.models.reference`) are fitted with scikit-learn. ``run_train`` is the
 rule: every seed of one model on one graph file, in one process.
 """
 
@@ -278,7 +278,7 @@ def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- stage entry points
-def run_training(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pref: str, output,
+def run_train(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pref: str, output,
                  edge_features: str | None = None, drop_group: str | None = None, topup: str | None = None,
                  compare_with: list[str] = ()) -> list[TrainResult]:
     """The train rule: fit ``name`` on the graph file with every seed, writing per seed
@@ -317,7 +317,7 @@ def run_training(graph_path: str, name: str, seeds: list[int], cfg: dict, device
 def _train_one(graph: dict, name: str, record: str, seed: int, cfg: dict, device, files, edge_attr,
                synthetic: dict | None = None, compare_with: str | None = None,
                fitted: TrainResult | None = None) -> TrainResult:
-    """One seed of :func:`run_training`: train (resuming from ``resume.pt``; a deterministic model's
+    """One seed of :func:`run_train`: train (resuming from ``resume.pt``; a deterministic model's
     ``fitted`` result of another seed is reused), then write its three files."""
     from .io import torch_save, write_csv, write_json
     from .metrics import majority_baseline

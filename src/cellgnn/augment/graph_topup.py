@@ -14,7 +14,7 @@
    ``k`` nearest real **training** cells (both directions) in a PCA of the training cells'
    node features. They are never in the validation or test masks, and no edge links them
    to validation or test cells.
-3. The train stage (:func:`cellgnn.train.run_training` with ``topup``) trains the GAT on the
+3. The train stage (:func:`cellgnn.train.run_train` with ``topup``) trains the GAT on the
    topped-up graph through the same path as every model, evaluates it on the real test cells
    and reports its per-class F1 next to the plain GAT's of the same split and seed.
 """

@@ -84,12 +84,15 @@ def average_precision(scores: np.ndarray, truth_mask: np.ndarray) -> float:
 
 def gene_set_truth(path: str | Path, genes: list[str], classes: list[str]) -> dict[str, set]:
     """A published gene set as the truth of each of ``classes`` (the same set for each), restricted
-    to the model's genes. path: TSV (``#`` comments) with a ``gene`` column and an optional
-    ``previous_symbol`` column, matched when the data names the gene by its older symbol."""
+    to the model's genes. path: a bundled set's name (:mod:`cellgnn.genesets`) or a TSV (``#``
+    comments) with a ``gene`` column and an optional ``previous_symbol`` column, matched when the
+    data names the gene by its older symbol."""
     import pandas as pd
 
     from ..errors import CellgnnInputError
+    from ..genesets import gene_set_path
 
+    path = gene_set_path(str(path))
     try:
         table = pd.read_csv(path, sep="\t", comment="#", dtype=str).fillna("")
     except (OSError, pd.errors.ParserError) as e:

@@ -118,6 +118,9 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
     if any(not u.models for u in units) and any(m in methods for m in MODEL_METHODS):
         raise CellgnnInputError("no trained model checkpoint to explain", field="explain.model",
                                 fix="train the model named in explain.model first (rule train)")
+    if params.get("cells_from", "test") not in ("train", "val", "test", "all"):
+        raise CellgnnInputError(f"unknown subset '{params.get('cells_from')}'", field="explain.cells_from",
+                                fix="use train, val, test or all")
     budgets = _cell_budgets(units, params)
     sels = [_select(u.graph, params, n) for u, n in zip(units, budgets)]
     out = _Tables()
