@@ -164,6 +164,11 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     explain_run = explain_model is not None
     if not explain_run:
         plan.notes.append(f"explanations left out: none of {list(EXPLAINABLE)} is trained (explain.model: auto)")
+    gene_features = cfg["graph"]["node_features"] == "genes"
+    if explain_run and not gene_features:
+        explain_run = False
+        plan.notes.append("explanations left out: the models' node features are the pretrained embedding, not genes "
+                          "(graph.node_features: pretrain)")
     evaluation = cfg["evaluation"]["model"] in models
     baselines = cfg["evaluation"]["baselines"]
     if baselines is None:
@@ -178,7 +183,7 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     augment_unit = units[aug["split"] or held_out][0]
     gm = aug["graph_model"]
     gat_activa_units = ([u for m in (gm["splits"] or modes) for u in units[m]]
-                        if augment and gm["enabled"] and "gat" in models else [])
+                        if augment and gm["enabled"] and "gat" in models and gene_features else [])
     return {"units": units, "held_out_mode": held_out, "evaluation": evaluation, "baselines": baselines,
             "ablation_groups": ablation, "augment": augment, "augment_unit": augment_unit,
             "gat_activa_units": gat_activa_units,

@@ -66,6 +66,14 @@ def train_inputs(wildcards):
     return inputs
 
 
+def graph_inputs(wildcards):
+    """The preprocessed data, plus the pretrain stage's embedding when the graph or the node features use it."""
+    inputs = {"adata": f"results/{wildcards.dataset}/preprocessed.h5ad"}
+    if "pretrain" in (config["graph"]["features"], config["graph"]["node_features"]):
+        inputs["pretrain"] = f"results/{wildcards.dataset}/pretrain/embedding.h5ad"
+    return inputs
+
+
 def ablation_runs(wildcards):
     """metrics.json of gat_ef retrained without each edge-feature group, on the held-out split (empty when off)."""
     return [f for g in ABLATION_GROUPS for f in run_files(f"gat_ef_minus_{g}", HELD_OUT_UNITS,

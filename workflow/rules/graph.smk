@@ -1,6 +1,6 @@
 rule graph:
     input:
-        "results/{dataset}/preprocessed.h5ad",
+        unpack(graph_inputs),
     output:
         "results/{dataset}/graph/{split}.pt",
     log:
