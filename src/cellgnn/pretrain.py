@@ -206,8 +206,8 @@ def value_stats(counts: sp.csr_matrix, target_sum: float = 1e4) -> tuple[np.ndar
 
 
 def count_nll(x: torch.Tensor, mu: torch.Tensor, log_theta: torch.Tensor | None) -> torch.Tensor:
-    """Elementwise negative log-likelihood of counts ``x`` under NB(mean mu, inverse dispersion
-    exp(log_theta)), or Poisson(mu) when ``log_theta`` is None."""
+    """Elementwise negative log-likelihood of counts ``x [B, G]`` under NB(mean ``mu [B, G]``, inverse
+    dispersion ``exp(log_theta)``, ``[G]``, broadcast), or Poisson(mu) when ``log_theta`` is None."""
     if log_theta is None:
         return mu - x * torch.log(mu) + torch.lgamma(x + 1)
     theta = torch.exp(log_theta)
@@ -219,17 +219,20 @@ def count_nll(x: torch.Tensor, mu: torch.Tensor, log_theta: torch.Tensor | None)
 def masked_loss(model: MaskedCountEncoder, batch: Batch, loss: str = "nb") -> torch.Tensor:
     """Mean count NLL over the genes of ``batch`` the encoder did not see (masked and zero counts)."""
     mu = (batch.lib.unsqueeze(1) * torch.exp(model(batch))).clamp(min=1e-8)
-    nll = count_nll(batch.counts, mu, model.log_theta.expand_as(mu) if loss == "nb" else None)
+    nll = count_nll(batch.counts, mu, model.log_theta if loss == "nb" else None)
     return nll[batch.hidden].mean()
 
 
 # ---------------------------------------------------------------- checks
 def check_counts(counts, where: str) -> sp.csr_matrix:
-    """``counts`` as CSR float32 after checking it holds finite, non-negative integers."""
-    from .data import is_integer_counts
-
-    ok, why = is_integer_counts(counts)
-    if not ok:
+    """``counts`` as CSR float32 after checking that every stored value is a finite, non-negative integer."""
+    counts = sp.csr_matrix(counts)
+    vals = counts.data
+    why = ("contains NaN or infinite values" if not np.all(np.isfinite(vals)) else
+           "contains negative values" if (vals < 0).any() else
+           "contains non-integer values (looks normalized or log-transformed)" if not np.array_equal(vals, np.round(vals))
+           else None)
+    if why:
         raise CellgnnInputError(f"pretraining models counts, but layers['counts'] {why}", file=where,
                                 field="layers.counts", fix="pretrain on raw UMI counts (preprocess.expect_counts: "
                                 "true with count data), or keep graph.features: pca and graph.node_features: genes")
