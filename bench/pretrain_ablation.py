@@ -14,7 +14,9 @@ carries donors x seeds. Arms (same data, folds and seeds):
     python bench/pretrain_ablation.py config/ablation_pretrain_severity.yaml
     python bench/pretrain_ablation.py config/ablation_pretrain_kang.yaml --skip-run   # compare only
 
-Writes ``bench/out/pretrain_ablation_<dataset>.csv`` (every arm x model: metric with its interval, and
+What the arms share (data, preprocessing, the pretrain stage, graphs of arms with the same graph
+settings) is computed once and copied to the other arms with its file times, so Snakemake does not
+rerun it. Writes ``bench/out/pretrain_ablation_<dataset>.csv`` (every arm x model: metric with its interval, and
 each comparison's paired margin) and prints it.
 """
 
@@ -52,8 +54,31 @@ COMPARISONS = [
 METRICS = ("balanced_accuracy", "macro_f1", "auroc")
 
 
+def share_upstream(dataset: str, arm: str) -> None:
+    """Copy (keeping times) what an arm shares with arms already run, so it is computed once: the data
+    and preprocessing (same config sections in every arm), the pretrain stage, and the graphs of an arm
+    with the same graph settings."""
+    import shutil
+
+    dst = ROOT / "results" / f"{dataset}_{arm}"
+    graph_of = {a: [o for o in ARMS[a] if o.startswith("graph=")] for a in ARMS}
+    for other in ARMS:
+        src = ROOT / "results" / f"{dataset}_{other}"
+        if other == arm or not (src / "metrics" / "models.csv").exists():
+            continue
+        names = ["raw.h5ad", "qc.json", "preprocessed.h5ad", "pretrain"]
+        if graph_of[other] == graph_of[arm]:
+            names.append("graph")
+        for name in names:
+            if (src / name).exists() and not (dst / name).exists():
+                dst.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, dst / name)
+                print(f"shared {name} from arm {other}", flush=True)
+
+
 def run_arm(config: Path, dataset: str, arm: str, cores: int) -> str:
     name = f"{dataset}_{arm}"
+    share_upstream(dataset, arm)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", str(cores),
            "--resources", f"gpu={cores}", "--configfile", str(config), "--config", f"dataset={name}", *ARMS[arm],
            "--", f"results/{name}/metrics/models.csv"]

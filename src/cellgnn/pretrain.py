@@ -12,7 +12,7 @@ and gives every gene a log-rate ``r_g``; every gene the encoder did not see (the
 and the cell's zero counts) is scored by a negative binomial (or Poisson) likelihood of mean
 ``L * exp(r_g)``: library size enters as this offset only. The cell embedding is the standardized
 flattened latent array ``[N, n_latents * dim]`` the decoder reads, computed with every expressed
-gene visible.
+gene visible (training shows each cell at most ``max_genes`` of its unmasked genes, a random draw).
 
 ``fit_pretrain(counts, cfg, seed, device, resume)`` trains; ``embed(model, counts, ...)`` gives
 the embedding; ``run_pretrain`` is the rule; ``load_embedding`` reads the rule's output for the
@@ -65,15 +65,15 @@ class Batch:
                        for f in self.__dataclass_fields__))
 
 
-def make_batch(counts: sp.csr_matrix, rows: np.ndarray, mask_fraction: float, max_genes: int,
+def make_batch(counts: sp.csr_matrix, rows: np.ndarray, mask_fraction: float, max_genes: int | None,
                rng: np.random.Generator | None, target_sum: float = 1e4) -> Batch:
     """Tokens of cells ``rows`` of ``counts [N, G]`` (CSR, counts).
 
     With ``rng`` (training): each cell's non-zero genes are put in random order; the first
     ``round(mask_fraction * nnz)`` (at least 1, at most nnz - 1; none for a cell with fewer than
-    2 genes) are masked, the next ``max_genes`` are visible, and the batch carries the counts and
-    the hidden genes. Without ``rng`` (embedding): nothing is masked and the ``max_genes`` genes
-    of highest count are visible.
+    2 genes) are masked, the next ``max_genes`` are visible (all the others when None), and the
+    batch carries the counts and the hidden genes. Without ``rng`` (embedding): nothing is masked
+    and the ``max_genes`` genes of highest count are visible (every expressed gene when None).
     """
     sub = counts[rows]
     nnz = np.diff(sub.indptr)
@@ -90,7 +90,9 @@ def make_batch(counts: sp.csr_matrix, rows: np.ndarray, mask_fraction: float, ma
         n_mask = n_mask.astype(np.int64)
     row, data, genes = row[order], data[order], genes[order]
     rank = np.arange(row.size) - np.repeat(sub.indptr[:-1], nnz)
-    visible = (rank >= n_mask[row]) & (rank < n_mask[row] + max_genes)
+    visible = rank >= n_mask[row]
+    if max_genes is not None:
+        visible &= rank < n_mask[row] + max_genes
     n_vis = np.bincount(row[visible], minlength=b)
     lib = np.maximum(np.bincount(row[visible], weights=data[visible], minlength=b), 1.0)
 
@@ -374,15 +376,15 @@ def _load_resume(path: str | Path, key: str) -> dict | None:
 
 
 @torch.no_grad()
-def embed(model: MaskedCountEncoder, counts, max_genes: int = 1024, batch_size: int = 512,
-          target_sum: float = 1e4, device: torch.device | None = None) -> np.ndarray:
+def embed(model: MaskedCountEncoder, counts, batch_size: int = 512, target_sum: float = 1e4,
+          device: torch.device | None = None) -> np.ndarray:
     """Cell embedding ``[N, n_latents * dim]`` float32, every expressed gene visible (nothing masked)."""
     counts = sp.csr_matrix(counts, dtype=np.float32)
     device = device or torch.device("cpu")
     model = model.to(device).eval()
     out = []
     for i in tqdm(range(0, counts.shape[0], batch_size), desc="embed", mininterval=10):
-        b = make_batch(counts, np.arange(i, min(i + batch_size, counts.shape[0])), 0.0, max_genes, None,
+        b = make_batch(counts, np.arange(i, min(i + batch_size, counts.shape[0])), 0.0, None, None,
                        target_sum).to(device)
         out.append(model.embed(b.genes, b.values, b.pad).cpu())
     model.cpu()
@@ -411,7 +413,7 @@ def run_pretrain(adata_path: str, embedding_path: str, model_path: str, cfg: dic
     device = get_device(device_pref)
     resume = Path(model_path).with_name("resume.pt")
     result = fit_pretrain(counts, cfg, device=device, resume=resume, where=adata_path)
-    emb = embed(result.model, counts, cfg["max_genes"], cfg["embed_batch_size"], cfg["target_sum"], device)
+    emb = embed(result.model, counts, cfg["embed_batch_size"], cfg["target_sum"], device)
     out = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
     out.obsm[OBSM_KEY] = emb
     out.uns["pretrain"] = {"settings": json.dumps(cfg), "loss": np.array([h["loss"] for h in result.history]),
