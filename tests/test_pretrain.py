@@ -184,3 +184,21 @@ def test_workflow_runs_pretrain_only_when_asked(tmp_path):
                         "results/tiny/graph/cells.pt")
         out = res.stdout + res.stderr
         assert ("rule pretrain:" in out) is expect, out[-2000:]
+
+
+def test_embedding_node_features_leave_out_gene_level_stages():
+    """graph.node_features: pretrain: the explanations (gene attributions) and gat_activa (ACTIVA cells in gene
+    space) are left out, with a note; graph.features: pretrain alone keeps them."""
+    from cellgnn.config import resolve_run, validate_config
+    from cellgnn.preflight import preflight
+
+    def run(graph):
+        cfg = validate_config({"graph": {"split_modes": ["cells"], **graph}, "train": {"models": ["logreg", "gat"]}})
+        plan = preflight(cfg)
+        return resolve_run(cfg, plan), plan.notes
+
+    on_genes, _ = run({"features": "pretrain"})
+    assert on_genes["explain"]["run"] and on_genes["gat_activa_units"] == ["cells"]
+    on_emb, notes = run({"features": "pretrain", "node_features": "pretrain"})
+    assert not on_emb["explain"]["run"] and on_emb["gat_activa_units"] == []
+    assert any("graph.node_features: pretrain" in n for n in notes)

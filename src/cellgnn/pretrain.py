@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,21 +267,6 @@ class PretrainResult:
     seconds: float = 0.0
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _run_key(counts: sp.csr_matrix, cfg: dict, seed: int) -> str:
     """Hash of what a resumable checkpoint must share with this run (not checkpoint_every)."""
     h = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k != "checkpoint_every"}, sort_keys=True,
@@ -299,6 +283,7 @@ def fit_pretrain(counts, cfg: dict | None = None, seed: int | None = None, devic
     checkpoint written every ``checkpoint_every`` epochs and continued from when it belongs to this
     run (same final weights as an uninterrupted run on CPU); the caller deletes it."""
     from .config import settings
+    from .train import _rng_state, _set_rng_state
     from .utils import seed_everything
 
     cfg = settings("pretrain", cfg)
