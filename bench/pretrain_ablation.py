@@ -80,8 +80,8 @@ def run_arm(config: Path, dataset: str, arm: str, cores: int) -> str:
     name = f"{dataset}_{arm}"
     share_upstream(dataset, arm)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", str(cores),
-           "--resources", f"gpu={cores}", "--configfile", str(config), "--config", f"dataset={name}", *ARMS[arm],
-           "--", f"results/{name}/metrics/models.csv"]
+           "--resources", f"gpu={cores}", "--configfile", str(config),
+           "--config", f"dataset={name}", *ARMS[arm], "--", f"results/{name}/metrics/models.csv"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return name

@@ -15,7 +15,7 @@ rule pretrain:
     params:
         cfg=config["pretrain"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     conda:
