@@ -13,6 +13,10 @@ not within samples — by the mean log-probability and by majority vote.
 
 Margins (``margins.csv``): the best model on the held-out split against every other model,
 paired (same donor resamples, same seeds), with a bootstrap interval.
+
+Cell types (``cell_types.csv``): which cell types respond most, as Augur asks it but on held-out
+donors: per model and cell type, how well the held-out cells of that type are classified
+(AUROC, balanced accuracy; bootstrap over donors), ranked within each model.
 """
 
 from __future__ import annotations
@@ -175,8 +179,9 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
                     seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """Write ``models.csv`` (model, split, seed + test metrics; donor_cv pooled over folds),
     ``folds.csv`` (every run), ``models_summary.csv`` (mean and 95% interval per model x split,
-    with the interval's method and the donor-level call accuracy), ``calls.csv`` and ``margins.csv``
-    (see the module doc). out: paths keyed ``table``, ``summary``, ``folds``, ``calls``, ``margins``."""
+    with the interval's method and the donor-level call accuracy), ``calls.csv``, ``margins.csv`` and
+    ``cell_types.csv`` (see the module doc). out: paths keyed ``table``, ``summary``, ``folds``,
+    ``calls``, ``margins``, ``cell_types``."""
     from .io import write_csv
 
     runs = read_runs(metric_files)
@@ -228,7 +233,31 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
     lead = ["model", "split", "seed", "unit_kind", "unit", "true", "n_cells", "call", "vote", "call_correct", "vote_correct"]
     write_csv(calls_df[lead + [c for c in calls_df.columns if c not in lead]], out["calls"])
     write_csv(margins, out["margins"])
+    write_csv(cell_type_response(preds, classes, seed=seed), out["cell_types"])
     return table
+
+
+def cell_type_response(preds: pd.DataFrame, classes: list[str], seed: int = 0, n_boot: int = 200) -> pd.DataFrame:
+    """Per held-out split, model and cell type: ``n_cells``, AUROC and balanced accuracy of the held-out
+    cells of that type (mean over seeds, 95% bootstrap interval over donors) and the cell type's
+    ``rank`` by AUROC within the model (1 = the type whose condition is easiest to tell)."""
+    cols = ["split", "model", "cell_type", "n_cells", "auroc", "auroc_low", "auroc_high", "balanced_accuracy",
+            "balanced_accuracy_low", "balanced_accuracy_high", "rank"]
+    held = preds[preds["split"] != "cells"]
+    if held.empty or "cell_type" not in held or held["cell_type"].nunique() < 2:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for (split, model, cell_type), g in held.groupby(["split", "model", "cell_type"], sort=True):
+        if g["true"].nunique() < 2 or g["donor"].nunique() < 2:
+            continue
+        reps, point = bootstrap_over_donors({s: d for s, d in g.groupby("seed")}, classes, n_boot=n_boot, seed=seed)
+        row = {"split": split, "model": model, "cell_type": cell_type, "n_cells": int(len(g) / g["seed"].nunique())}
+        for m in ("auroc", "balanced_accuracy"):
+            row[m], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_interval(point[m], reps[m])
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    out["rank"] = out.groupby(["split", "model"])["auroc"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values(["split", "model", "rank"], ignore_index=True)
 
 
 def held_out_margins(runs: pd.DataFrame, metric: str, boot: dict, n_donors: int = 0) -> pd.DataFrame:
