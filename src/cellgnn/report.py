@@ -88,8 +88,12 @@ def cell_type_section(cell_types_csv: str, best: str | None, explain_dir: str | 
               for c in order]
     if truth is not None:
         planted_r = planted.reindex(t.index)
-        corr = [f"{name} ρ = {spearmanr(v, planted_r).statistic:.2f}" for name, v in measures.items()
-                if v.notna().sum() > 2]
+        corr = []
+        for name, v in measures.items():
+            both = v.notna() & planted_r.notna()
+            if both.sum() > 2:
+                corr.append(f"{name} ρ = {spearmanr(v[both], planted_r[both]).statistic:.2f} "
+                            f"({int(both.sum())} cell types)")
         lines += ["", "Rank correlation (Spearman) with the planted response strength: " + "; ".join(corr) + "."]
     lines += ["", "Top: " + ", ".join(order[:2]) + "; bottom: " + ", ".join(order[-2:]) + " (by AUROC)."]
     return "\n".join(lines)
