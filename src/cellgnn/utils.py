@@ -114,4 +114,7 @@ def run_rule(main, snakemake) -> None:
         set_threads(getattr(snakemake, "threads", 1))
         main(snakemake)
     except CellgnnInputError as err:
-        sys.exit(f"cellgnn: {err}")  # the one line (to the rule log) that the run's failure report repeats
+        message = f"cellgnn: {err}"
+        sys.stderr.write(message + "\n")  # the one line of the rule log that the run's failure report repeats
+        sys.stderr.flush()
+        raise SystemExit(1) from None
