@@ -79,6 +79,9 @@ def startup_obs(cfg: dict, workdir: str | Path = ".") -> tuple[pd.DataFrame | No
             return _standard_columns(_read_h5ad_obs(path), keys, str(path)), str(path)
         return None, data["url"]["url"]
     if source == "samplesheet":
+        meta = data["samplesheet"]["cell_metadata"]
+        if meta["url"] or meta["path"]:  # donors / cell types come per cell: known once the table is read
+            return None, data["samplesheet"]["path"]
         return _samplesheet_obs(data), data["samplesheet"]["path"]
     return None, source
 

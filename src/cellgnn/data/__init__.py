@@ -50,7 +50,32 @@ def load_dataset(cfg: dict, workdir: str | Path = "resources") -> ad.AnnData:
     else:
         raise CellgnnInputError(f"unknown data source '{source}'", field="data.source",
                                 fix="use one of simulate, pbmc68k, file, url, samplesheet")
+    adata = select_cells(adata, cfg["keep_cells"], keys if cfg["drop_missing"] else {}, where)
     return standardize_obs(adata, keys, where=where)
+
+
+def select_cells(adata: ad.AnnData, keep: dict, required: dict, where: str) -> ad.AnnData:
+    """Cells whose obs values are among ``keep[column]`` (``data.keep_cells``), and that have a value
+    in every column of ``required`` (the configured keys, when ``data.drop_missing``)."""
+    import logging
+
+    mask = np.ones(adata.n_obs, bool)
+    for col, values in keep.items():
+        if col not in adata.obs:
+            raise CellgnnInputError(f"column '{col}' not found in obs (columns: {list(adata.obs.columns)})",
+                                    file=where, field=f"data.keep_cells.{col}", fix="name an existing obs column")
+        mask &= adata.obs[col].astype(str).isin([str(v) for v in values]).to_numpy()
+    for name, col in required.items():
+        if col is not None and col in adata.obs:
+            mask &= adata.obs[col].notna().to_numpy() & ~adata.obs[col].astype(str).isin(["", "nan", "None"])
+    if mask.all():
+        return adata
+    if not mask.any():
+        raise CellgnnInputError("no cell is left after data.keep_cells / data.drop_missing", file=where,
+                                field="data.keep_cells", fix="check the columns and values to keep")
+    logging.getLogger(__name__).info("keeping %d of %d cells (data.keep_cells %s, drop_missing %s)", int(mask.sum()),
+                                     adata.n_obs, keep, bool(required))
+    return adata[mask].copy()
 
 
 def run_data(config: dict, workdir: str | Path, output: str | Path) -> ad.AnnData:

@@ -235,15 +235,16 @@ def _keep_gex(adata, gex_only: bool, p: Path):
 def find_mtx_files(p: Path) -> dict[str, Path]:
     """Locate ``matrix``, ``features`` and ``barcodes`` files of a 10x MTX directory.
 
-    Accepts GEO-style prefixes (``GSM5082289_mock_matrix.mtx.gz``) as long as exactly one
-    file of each kind is present. ``p`` may be the directory or its ``matrix.mtx`` file.
+    Accepts GEO-style names (``GSM5082289_mock_matrix.mtx.gz``, ``GSM2560248_2.1.mtx.gz``) as long
+    as exactly one file of each kind (``*.mtx``, ``*features.tsv`` or ``*genes.tsv``,
+    ``*barcodes.tsv``, each optionally gzipped) is present. ``p`` may be the directory or its ``matrix.mtx`` file.
     """
     if p.is_file():
         prefix = re.sub(r"matrix\.mtx(\.gz)?$", "", p.name)
         folder = p.parent
     else:
         prefix, folder = None, p
-    pats = {"matrix": r"matrix\.mtx(\.gz)?$", "features": r"(features|genes)\.tsv(\.gz)?$",
+    pats = {"matrix": r"\.mtx(\.gz)?$", "features": r"(features|genes)\.tsv(\.gz)?$",
             "barcodes": r"barcodes\.tsv(\.gz)?$"}
     out = {}
     for kind, pat in pats.items():
