@@ -65,6 +65,23 @@ def read_test_predictions(files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def pooled_metrics(runs: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x split mode x seed: the test metrics of a single split (``cells``,
+    ``donors``) as the run wrote them, and on ``donor_cv`` those of every fold's held-out cells
+    pooled (each cell once, predicted by the fold that held its donor out)."""
+    rows = []
+    classes = [c[len("p_"):] for c in preds.columns if c.startswith("p_")]
+    for (split, model, seed), r in runs.groupby(["split", "model", "seed"], sort=True):
+        if split == "donor_cv":
+            g = preds[(preds["split"] == split) & (preds["model"] == model) & (preds["seed"] == seed)]
+            codes = g["true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+            rows.append({"model": model, "split": split, "seed": seed,
+                         **classification_metrics(codes, g[[f"p_{c}" for c in classes]].to_numpy())})
+        else:
+            rows.append({"model": model, "split": split, "seed": seed, **r.iloc[0][list(METRICS)].to_dict()})
+    return pd.DataFrame(rows, columns=["model", "split", "seed", *METRICS])
+
+
 # ---------------------------------------------------------------- confusion-matrix metrics
 def _confusions(true: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
     """Confusion matrix of each group ``[G, C, C]`` (rows true, columns predicted)."""
@@ -188,17 +205,14 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
     write_csv(runs, out["folds"])
     preds = read_test_predictions(prediction_files)
     classes = [c[len("p_"):] for c in preds.columns if c.startswith("p_")]
-    table_rows, summary_rows, calls = [], [], []
+    table = pooled_metrics(runs, preds)
+    summary_rows, calls = [], []
     boot = {}  # donor_cv model -> (replicates, point estimates), shared with the margins
     for (split, model), runs_m in runs.groupby(["split", "model"], sort=True):
         if split == "donor_cv":
             pm = preds[(preds["split"] == split) & (preds["model"] == model)]
             by_seed = {s: g for s, g in pm.groupby("seed")}
             reps, point = boot[model] = bootstrap_over_donors(by_seed, classes, n_boot=n_boot, seed=seed)
-            for s, g in by_seed.items():
-                codes = g["true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-                full = classification_metrics(codes, g[[f"p_{c}" for c in classes]].to_numpy())
-                table_rows.append({"model": model, "split": split, "seed": s, **full})
             row = {"model": model, "split": split, "n_seeds": len(by_seed),
                    "seeds": " ".join(map(str, sorted(by_seed))), "n_folds": int(runs_m["fold"].nunique()),
                    "ci": f"bootstrap over {pm['donor'].nunique()} donors x seeds"}
@@ -206,8 +220,6 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
                 row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_interval(point[m], reps[m])
             summary_rows.append(row)
         else:
-            for r in runs_m.itertuples():
-                table_rows.append({"model": model, "split": split, "seed": r.seed, **{m: getattr(r, m) for m in METRICS}})
             row = summarize(runs_m, by=("model", "split")).iloc[0].to_dict()
             row.update({"n_folds": 1, "ci": "t-interval over seeds"})
             summary_rows.append(row)
@@ -217,7 +229,7 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
             if kind is not None:
                 for s, g in pm.groupby("seed"):
                     calls.append(unit_calls(g, classes, kind).assign(model=model, split=split, seed=s))
-    table = pd.DataFrame(table_rows).sort_values(["split", "model", "seed"]).reset_index(drop=True)
+    table = table.sort_values(["split", "model", "seed"]).reset_index(drop=True)
     summary = pd.DataFrame(summary_rows)
     calls_df = (pd.concat(calls, ignore_index=True) if calls else
                 pd.DataFrame(columns=["model", "split", "seed", "unit_kind", "unit", "true", "n_cells", "call", "vote",
