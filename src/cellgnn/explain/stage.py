@@ -137,7 +137,7 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
         ig = _ig_setup(inp.graph, sel, params, control, min_cells, notes) if "integrated_gradients" in methods else None
         for seed, path in sorted(inp.models.items()):
             _explain_model(inp, sel, params, methods, seed, inp.load_model(path, inp.graph), ig, device, out,
-                           per_unit, pooled)
+                           per_unit, pooled, n_units=len(units))
         if "attention" in methods:
             _attention(inp, sel, notes, min_cells, per_unit)
         tr = inp.graph["train_mask"].numpy()
@@ -256,9 +256,10 @@ def _ig_setup(g: dict, sel: _Selection, params: dict, control: str | None, min_c
 
 def _explain_model(inp: ExplainInputs, sel: _Selection, params: dict, methods: list[str], seed: int,
                    model: torch.nn.Module, ig: _IGSetup | None, device, out: _Tables,
-                   rankings: list[pd.DataFrame], pooled: dict) -> None:
-    """The methods that read one trained graph model (seed ``seed``) of one unit: IG and GNNExplainer
-    (per-cell results added to ``pooled``), weights (a ranking added to ``rankings``)."""
+                   rankings: list[pd.DataFrame], pooled: dict, n_units: int = 1) -> None:
+    """The methods that read one trained graph model (seed ``seed``) of one of ``n_units`` units: IG
+    and GNNExplainer (per-cell results added to ``pooled``; GNNExplainer's ``cells_per_class`` is
+    shared by the units), weights (a ranking added to ``rankings``)."""
     g, cells, y, ct = inp.graph, sel.cells, sel.y, sel.ct
     ea = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None  # ignored without
     hops = params["num_hops"] or None
@@ -275,7 +276,8 @@ def _explain_model(inp: ExplainInputs, sel: _Selection, params: dict, methods: l
         rankings.append(long_scores("weights", seed, CLASS_AGNOSTIC, CLASS_AGNOSTIC, w))
     if "gnnexplainer" in methods:
         gp = params["gnnexplainer"]
-        few = per_class_sample(cells, y, sel.explain_classes, sel.classes, int(gp["cells_per_class"]),
+        few = per_class_sample(cells, y, sel.explain_classes, sel.classes,
+                               max(1, round(int(gp["cells_per_class"]) / n_units)),
                                np.random.default_rng(int(params["seed"])))
         fm, edges = gnnexplainer_masks(model, sel.x, g["edge_index"], few, y[few], edge_attr=ea, num_hops=hops,
                                        epochs=int(gp["epochs"]), lr=float(gp["lr"]),
