@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: config validation and start-up checks, the run's plan
+# Helpers of the workflow (config validation and start-up checks, the run's plan
 # (split units, models, optional stages), output lists and wildcard constraints.
 import re
 import sys
