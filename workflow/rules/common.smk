@@ -1,5 +1,5 @@
-# Helpers of the workflow (config validation and start-up checks, the run's plan
-# (split units, models, optional stages), output lists and wildcard constraints.
+# Helpers of the workflow: config validation and start-up checks, the run's plan (split
+# units, models, optional stages), output lists and wildcard constraints.
 import re
 import sys
 from pathlib import Path
