@@ -99,10 +99,13 @@ def test_bad_data_stops_with_one_clear_message_and_no_output(tmp_path):
     adata.write_h5ad(path)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"dataset: mine\ndata:\n  source: file\n  file: {{path: {path}}}\n  keys: {{cell_type: null}}\n"
-                   "graph: {split_modes: [cells]}\n")
+                   "preprocess: {n_pcs: 10}\ngraph: {split_modes: [cells], n_pcs: 10}\n")
     res = snakemake("--cores", "1", "--configfile", str(cfg), "--directory", str(tmp_path), check=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "not raw counts" in out and "mine.h5ad" in out and "Fix:" in out
+    tail = out.splitlines()[-10:]  # the last screen: cellgnn's failure report, then Snakemake's closing lines
+    last = [ln for ln in tail if ln.strip().startswith("cellgnn: ")][-1]
+    assert "not integers" in last and "mine.h5ad" in last and "Fix:" in last, out[-3000:]
+    assert any(ln.strip() == "log: logs/mine/data.log" for ln in tail), tail
     assert not (tmp_path / "results" / "mine" / "raw.h5ad").exists()
     assert list((tmp_path / "results" / "mine").glob("*.tmp*")) == []

@@ -104,14 +104,14 @@ def validate_counts(X, *, file: str | None = None, field: str = "X") -> sp.csr_m
         raise CellgnnInputError(f"{int((data < 0).sum())} counts are negative (min {data.min()}): "
                                 "these are not raw counts", file=file, field=field,
                                 fix="provide raw UMI counts (not scaled or log-transformed data); for an .h5ad "
-                                    "whose X is normalized set data.layer to the layer holding counts")
+                                    "whose X is normalized set data.file.layer to the layer holding counts")
     if data.dtype.kind == "f":
         frac = data != np.round(data)
         if frac.any():
             raise CellgnnInputError(f"{int(frac.sum())} counts are not integers (e.g. {data[frac][0]:.4g}): "
                                     "these are not raw counts", file=file, field=field,
                                     fix="provide raw UMI counts (not normalized data); for an .h5ad whose X is "
-                                        "normalized set data.layer to the layer holding counts (e.g. 'counts' or 'raw')")
+                                        "normalized set data.file.layer to the layer holding counts (e.g. 'counts' or 'raw')")
     if data.size and data.max() > np.finfo(np.float32).max:
         raise CellgnnInputError("counts exceed float32 range", file=file, field=field, fix="check the file")
     X = X.astype(np.float32)
@@ -151,12 +151,12 @@ def _read_h5ad(p: Path, layer: str | None):
     if layer:
         if layer == "raw":
             if adata.raw is None:
-                raise CellgnnInputError("no .raw in this file", file=str(p), field="data.layer",
+                raise CellgnnInputError("no .raw in this file", file=str(p), field="data.file.layer",
                                         fix=f"use one of the layers {list(adata.layers)} or leave layer empty")
             adata = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
         elif layer not in adata.layers:
             raise CellgnnInputError(f"layer '{layer}' not found (layers: {list(adata.layers)})", file=str(p),
-                                    field="data.layer", fix="name an existing layer, or leave layer empty to use X")
+                                    field="data.file.layer", fix="name an existing layer, or leave layer empty to use X")
         else:
             adata = ad.AnnData(X=adata.layers[layer], obs=adata.obs, var=adata.var)
     else:
