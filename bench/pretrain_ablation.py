@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from cellgnn.heldout import bootstrap_over_donors, read_test_predictions  # noqa: E402
 from cellgnn.stats import bootstrap_interval  # noqa: E402
 
-ARMS = {
-    "pca": [],
-    "pretrain": ["graph={features: pretrain, node_features: pretrain}", "train={models: [logreg, gat]}"],
-    "pretrain_graph": ["graph={features: pretrain}", "train={models: [gat]}"],
-    "sd": ["train={models: [gat], self_distillation: true}"],
+ARMS = {  # config sections each arm overlays on the base config
+    "pca": {},
+    "pretrain": {"graph": {"features": "pretrain", "node_features": "pretrain"}, "train": {"models": ["logreg", "gat"]}},
+    "pretrain_graph": {"graph": {"features": "pretrain"}, "train": {"models": ["gat"]}},
+    "sd": {"train": {"models": ["gat"], "self_distillation": True}},
 }
 # (arm, model) compared against (arm, model)
 COMPARISONS = [
@@ -61,7 +61,7 @@ def share_upstream(dataset: str, arm: str) -> None:
     import shutil
 
     dst = ROOT / "results" / f"{dataset}_{arm}"
-    graph_of = {a: [o for o in ARMS[a] if o.startswith("graph=")] for a in ARMS}
+    graph_of = {a: ARMS[a].get("graph") for a in ARMS}
     for other in ARMS:
         src = ROOT / "results" / f"{dataset}_{other}"
         if other == arm or not (src / "metrics" / "models.csv").exists():
@@ -76,12 +76,25 @@ def share_upstream(dataset: str, arm: str) -> None:
                 print(f"shared {name} from arm {other}", flush=True)
 
 
+def overlay(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys replaced, nested sections merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = overlay(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
 def run_arm(config: Path, dataset: str, arm: str, cores: int) -> str:
+    """Run the workflow on the base config with the arm's sections overlaid (one config file per arm,
+    written to ``bench/out/``: ``--config`` would pass nested booleans and numbers as strings)."""
     name = f"{dataset}_{arm}"
     share_upstream(dataset, arm)
+    arm_config = ROOT / "bench" / "out" / f"pretrain_ablation_{name}.yaml"
+    arm_config.parent.mkdir(exist_ok=True)
+    cfg = overlay(yaml.safe_load(config.read_text()), {**ARMS[arm], "dataset": name})
+    arm_config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", str(cores),
-           "--resources", f"gpu={cores}", "--configfile", str(config),
-           "--config", f"dataset={name}", *ARMS[arm], "--", f"results/{name}/metrics/models.csv"]
+           "--resources", f"gpu={cores}", "--configfile", str(arm_config), "--", f"results/{name}/metrics/models.csv"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return name
