@@ -19,8 +19,10 @@ Methods (each returns a gene score per class, and per cell type × class where i
   the tolerance.
 - ``weights``: the original study's first-layer weight magnitude, ``max |W[:, g]|`` over
   the first layer's output units (heads × units); class-agnostic.
-- ``attention``: mean gene attention of the scANNA-style classifier over correctly
-  predicted cells (``cellgnn.models.scanna.salient_genes``).
+- ``attention``: mean gene attention of the scANNA-style classifier over a class's correctly
+  predicted cells minus its mean over the control class's cells (``explain.de_control``;
+  the other classes' cells when there is no control), per class and per class × cell
+  type (``cellgnn.models.scanna.salient_genes``).
 - ``gnnexplainer``: PyG ``Explainer`` + ``GNNExplainer`` on a few cells per class, with a
   feature mask shared by the nodes of each cell's subgraph and an edge mask.
 - ``de`` / ``de_control``: scanpy ``rank_genes_groups`` (Wilcoxon) on training cells, each
@@ -931,14 +933,16 @@ def run_explain(inp: ExplainInputs, out_dir: str | Path, params: dict, device: t
                 raise CellgnnInputError("the attention model has no gene attention", file=path,
                                         field="explain.attention_model", fix="name an scANNA-style model (scanna)")
             yc, ctc = torch.as_tensor(y[cells]), ct[cells]
-            att = salient_genes(model.cpu(), x[cells], yc)
+            # attention a class gets beyond what the control class gets (as de_control and IG's contrast)
+            ref = ctrl if ctrl is not None else "rest"
+            att = salient_genes(model.cpu(), x[cells], yc, reference=ref)
             for c in explain_classes:
                 rankings.append(long_scores("attention", seed, c, CLASS_AGNOSTIC, att[classes.index(c)].numpy()))
             for t, tname in enumerate(cell_types):
                 m = ctc == t
                 if m.sum() < min_cells:
                     continue
-                att_t = salient_genes(model.cpu(), x[cells][m], yc[m])
+                att_t = salient_genes(model.cpu(), x[cells][m], yc[m], reference=ref)
                 for c in explain_classes:
                     if (yc[m] == classes.index(c)).sum() >= min_cells:
                         rankings.append(long_scores("attention", seed, c, tname, att_t[classes.index(c)].numpy()))

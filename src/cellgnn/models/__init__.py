@@ -60,7 +60,7 @@ MODELS: dict[str, ModelSpec] = {
     "gcn_ef": ModelSpec("gcn_ef", GCNEF, edge_features=True,
                         defaults={"optimizer": "adam", "lr": 1e-2, "weight_decay": 5e-4}),
     # scANNA-style gene-attention classifier (explain stage's attention read-out); ignores the graph
-    "scanna": ModelSpec("scanna", ScANNA, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}),
+    "scanna": ModelSpec("scanna", ScANNA, graph=False, defaults={"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-2}),
 }
 
 
