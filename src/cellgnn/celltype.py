@@ -132,7 +132,8 @@ def embedding(adata: ad.AnnData, n_pcs: int, integrate: list[str], seed: int) ->
 
     LOG.info("Harmony over %s on %d PCs", integrate, pcs.shape[1])
     meta = adata.obs[integrate].astype(str).reset_index(drop=True)
-    z = np.asarray(harmonypy.run_harmony(pcs, meta, integrate, random_state=seed, verbose=False).Z_corr)
+    z = np.asarray(harmonypy.run_harmony(pcs, meta, integrate, random_state=seed, verbose=False,
+                                         ncores=torch.get_num_threads()).Z_corr)  # the rule's threads
     return np.ascontiguousarray(z if z.shape[0] == adata.n_obs else z.T, dtype=np.float32)
 
 
