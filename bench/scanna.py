@@ -22,6 +22,7 @@ the top 20 genes of each method for the class ``stim``, overall and per cell typ
     python bench/scanna.py                           # default data + Kang small, seeds 0 1 2
     python bench/scanna.py --ablation --tune         # + context/projection ablations, lr x weight decay on val loss
     python bench/scanna.py --skip-default --kang full
+    python bench/scanna.py --tune-only --skip-kang --tune-lr 0.003 0.01 --tune-wd 0.01 0.03 0.1
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def bench_default(args, out: Path) -> None:
     graphs = {m: build_graph(adata, cfg["graph"], m, cfg["seed"]) for m in ("cells", "donors")}
     print(f"default data: {adata.n_obs} cells x {adata.n_vars} genes, {len(graphs['cells']['classes'])} classes "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not args.tune_only:
+        main_tables(args, out, cfg, graphs, truth)
+    if args.tune or args.tune_only:
+        tune(args, cfg, graphs)
+
+
+def main_tables(args, out: Path, cfg: dict, graphs: dict, truth: dict) -> None:
     rows, models = [], {}
     for split, g in graphs.items():
         for seed in args.seeds:
@@ -177,6 +185,7 @@ def bench_default(args, out: Path) -> None:
         print(f"| used (diagonal attention, linear read-out) | {ci(base_f1)} | {ci(base_att)} |")
         for label, params in (("+ rank-64 whole-cell attention term", {"context_rank": 64}),
                               ("scANNA projection read-out (2 blocks)", {"n_blocks": 2}),
+                              ("scANNA projection read-out (2 blocks), lr 1e-3", {"n_blocks": 2, "lr": 1e-3}),
                               ("no weight decay, no dropout", {"weight_decay": 0.0, "dropout": 0.0})):
             f1s, ms = [], {}
             for seed in args.seeds:
@@ -186,18 +195,21 @@ def bench_default(args, out: Path) -> None:
                 ms[seed] = r.model
             s = explain(graphs["donors"], ms, cfg, truth, methods=["attention"])["ground_truth_scores"]
             print(f"| {label} | {ci(f1s)} | {ci(s.groupby('seed')['precision_at_k'].mean())} |", flush=True)
-    if args.tune:
-        print("\n### lr x weight decay, seed 0: best validation loss (macro-F1 on validation cells)\n")
-        print("| split | lr | weight decay | val loss | val macro-F1 |\n|---|---|---|---|---|")
-        from cellgnn.metrics import classification_metrics
-        for split, g in graphs.items():
-            va = g["val_mask"].numpy()
-            for lr in (1e-3, 3e-3, 1e-2):
-                for wd in (0.0, 1e-3, 1e-2):
-                    r = train(g, "scanna", cfg, 0, {"optimizer": "adam", "lr": lr, "weight_decay": wd})
-                    vl = min(h["val_loss"] for h in r.history)
-                    vf = classification_metrics(g["y"].numpy()[va], r.proba[va])["macro_f1"]
-                    print(f"| {split} | {lr:g} | {wd:g} | {vl:.3f} | {vf:.3f} |", flush=True)
+
+
+def tune(args, cfg: dict, graphs: dict) -> None:
+    from cellgnn.metrics import classification_metrics
+
+    print("\n### lr x weight decay, seed 0: best validation loss (macro-F1 on validation cells)\n")
+    print("| split | lr | weight decay | val loss | val macro-F1 |\n|---|---|---|---|---|")
+    for split, g in graphs.items():
+        va = g["val_mask"].numpy()
+        for lr in args.tune_lr:
+            for wd in args.tune_wd:
+                r = train(g, "scanna", cfg, 0, {"optimizer": "adam", "lr": lr, "weight_decay": wd})
+                vl = min(h["val_loss"] for h in r.history)
+                vf = classification_metrics(g["y"].numpy()[va], r.proba[va])["macro_f1"]
+                print(f"| {split} | {lr:g} | {wd:g} | {vl:.3f} | {vf:.3f} |", flush=True)
 
 
 # ----------------------------------------------------------------------------- Kang
@@ -272,6 +284,9 @@ def main() -> None:
     ap.add_argument("--skip-kang", action="store_true")
     ap.add_argument("--ablation", action="store_true", help="architecture ablations on the donors split")
     ap.add_argument("--tune", action="store_true", help="lr x weight decay on validation loss")
+    ap.add_argument("--tune-only", action="store_true", help="only the lr x weight decay table (default data)")
+    ap.add_argument("--tune-lr", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    ap.add_argument("--tune-wd", type=float, nargs="+", default=[0.0, 1e-3, 1e-2, 3e-2, 1e-1])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "scanna"))
     args = ap.parse_args()
