@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from cellgnn import celltype as ct
-from cellgnn.config import SCHEMA, validate_config
 from cellgnn.data import simulate
 from cellgnn.errors import CellgnnInputError
 from cellgnn.preprocess import preprocess
@@ -48,7 +47,7 @@ def test_finds_the_simulated_cell_types_and_their_markers(small):
     assert a["cell_id"].tolist() == pre.obs_names.tolist()
     assert a["confidence"].between(0, 1).all() and a["confidence"].median() > 2 / m["n_clusters"]  # chance: 1 / K
     assert list(res.salient.columns) == ["cluster", "cell_type", "gene", "score", "rank"]
-    assert (res.salient.groupby("cluster")["rank"].max() == FAST.get("top_k", ct.DEFAULTS["top_k"])).all()
+    assert (res.salient.groupby("cluster")["rank"].max() == FAST.get("top_k", ct.resolve_params({})["top_k"])).all()
 
 
 def test_same_seed_same_assignments_and_no_markers_means_cluster_names(small):
@@ -99,10 +98,9 @@ def test_leiden_merges_small_clusters_and_numbers_by_size():
     assert len(set(labels[:200])) == 1 and len(set(labels[200:320])) == 1 and labels[0] != labels[200]
 
 
-def test_schema_defaults_are_the_library_defaults():
-    cfg = validate_config({})["celltype"]
-    assert cfg.pop("enabled") == "auto"
-    assert cfg == ct.DEFAULTS, SCHEMA
+def test_unknown_celltype_key_is_refused():
+    with pytest.raises(CellgnnInputError, match="unknown celltype key"):
+        ct.resolve_params({"resolutoin": 0.5})
 
 
 def test_snakemake_rule_celltype(tmp_path):

@@ -50,12 +50,6 @@ OBS_CLUSTER = "cellgnn_cluster"
 OBS_CONFIDENCE = "cellgnn_cell_type_confidence"
 ASSIGNMENT_COLUMNS = ["cell_id", "cluster", OBS_CELL_TYPE, "confidence"]
 SALIENT_COLUMNS = ["cluster", "cell_type", "gene", "score", "rank"]
-DEFAULTS = {"seed": 0, "n_pcs": 50, "integrate": ["label", "donor"], "n_neighbors": 15, "resolution": 0.2,
-            "min_cells": 50, "min_cluster_size": 10, "max_genes": 2000, "epochs": 30,
-            "batch_size": 256, "lr": 3e-3, "weight_decay": 1e-4, "dropout": 0.8, "val_fraction": 0.2,
-            "top_k": 50, "markers": None, "name_top_k": 50, "marker_top_k": 10}
-
-
 @dataclass
 class CelltypeResult:
     """``assignments`` / ``salient``: the tables of the contract; ``metrics``: metrics.json;
@@ -69,14 +63,16 @@ class CelltypeResult:
 
 
 def resolve_params(cfg: dict | None) -> dict:
-    """The ``celltype`` config section over :data:`DEFAULTS`; unknown keys are an error."""
-    cfg = dict(cfg or {})
-    cfg.pop("enabled", None)  # read by the workflow, not here
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    """The ``celltype`` config section over the schema's defaults; unknown keys are an error."""
+    from .config import settings
+
+    params = settings("celltype", cfg)
+    unknown = sorted(set(params) - set(settings("celltype")))
     if unknown:
         raise CellgnnInputError(f"unknown celltype key(s) {unknown}", field="celltype",
-                                fix=f"use keys among {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **cfg}
+                                fix=f"use keys among {sorted(settings('celltype'))}")
+    params.pop("enabled")  # read by the start-up plan, not here
+    return params
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -335,7 +331,7 @@ def run_celltype(adata: ad.AnnData, cfg: dict | None = None, device: torch.devic
                  markers: pd.DataFrame | None = None, where: str = "preprocessed.h5ad") -> CelltypeResult:
     """Cluster, classify, read out salient genes and name the clusters of ``adata`` (see module doc).
 
-    cfg: the config's ``celltype`` section (defaults in :data:`DEFAULTS`); markers: a table
+    cfg: the config's ``celltype`` section (defaults from the schema); markers: a table
     from :func:`read_markers` (else read from ``cfg["markers"]`` when set).
     """
     from .models.scanna import salient_genes
