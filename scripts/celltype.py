@@ -10,7 +10,7 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 def main(smk):
     celltype_stage(smk.input.adata, smk.output.assignments, smk.output.salient, smk.output.metrics,
-                   smk.params.celltype, smk.params.device)
+                   smk.params.celltype, smk.params.device, smk.output.adata)
 
 
 run_rule(main, snakemake)  # noqa: F821

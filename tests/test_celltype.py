@@ -118,3 +118,29 @@ def test_snakemake_rule_celltype(tmp_path):
     a = pd.read_csv(out / "assignments.csv")
     assert list(a.columns) == ct.ASSIGNMENT_COLUMNS and len(a) == m["n_cells"]
     assert (tmp_path / "logs" / "tiny" / "celltype.log").exists()
+
+
+def test_workflow_without_cell_types_takes_them_from_the_celltype_stage(tmp_path):
+    from cellgnn.graph import load_graph
+    from test_workflow import TINY, snakemake
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["data"]["keys"] = {"cell_type": None}
+    cfg["celltype"] = {"epochs": 3, "n_pcs": 10, "max_genes": 200}  # enabled: auto
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    plan = snakemake("--cores", "1", "--configfile", str(conf), "--directory", str(tmp_path), "-n", "--quiet",
+                     "rules").stdout
+    assert "celltype" in plan  # part of the default target
+    snakemake("--cores", "1", "--configfile", str(conf), "--directory", str(tmp_path), "results/tiny/graph/cells.pt")
+    a = pd.read_csv(tmp_path / "results" / "tiny" / "celltype" / "assignments.csv", dtype={"cell_id": str})
+    g = load_graph(tmp_path / "results" / "tiny" / "graph" / "cells.pt")
+    assert g["has_cell_types"] and sorted(g["cell_types"]) == sorted(a["cellgnn_cell_type"].unique())
+    calls = np.asarray(g["cell_types"])[g["cell_type"].numpy()]
+    np.testing.assert_array_equal(calls, a.set_index("cell_id").loc[g["cell_ids"], "cellgnn_cell_type"].to_numpy())
+
+    cfg["celltype"]["enabled"] = False  # no stage, no cell types
+    conf.write_text(yaml.safe_dump(cfg))
+    plan = snakemake("--cores", "1", "--configfile", str(conf), "--directory", str(tmp_path / "off"), "-n", "--quiet",
+                     "rules").stdout
+    assert "celltype" not in plan

@@ -397,7 +397,9 @@ def _metrics(adata, p, integrate, clusters, val, pred, hist, genes, names, name_
 
 def apply_cell_types(adata: ad.AnnData, assignments: pd.DataFrame | str | Path) -> ad.AnnData:
     """Copy of ``adata`` with ``obs["cellgnn_cell_type"]`` (categorical), ``obs["cellgnn_cluster"]``
-    and ``obs["cellgnn_cell_type_confidence"]`` from an ``assignments.csv`` table (or its path).
+    and ``obs["cellgnn_cell_type_confidence"]`` from an ``assignments.csv`` table (or its path);
+    when ``adata`` has no ``obs["cell_type"]``, the calls become it (what the graph, explain and
+    augment stages read).
 
     Every cell of ``adata`` needs a row (matched by ``cell_id`` = obs name); extra rows are ignored.
     """
@@ -419,13 +421,17 @@ def apply_cell_types(adata: ad.AnnData, assignments: pd.DataFrame | str | Path) 
     out.obs[OBS_CELL_TYPE] = pd.Categorical(rows[OBS_CELL_TYPE].astype(str).to_numpy())
     out.obs[OBS_CLUSTER] = pd.Categorical(rows["cluster"].astype(int).to_numpy())
     out.obs[OBS_CONFIDENCE] = rows["confidence"].astype(float).to_numpy()
+    if "cell_type" not in out.obs:
+        out.obs["cell_type"] = out.obs[OBS_CELL_TYPE].copy()
     return out
 
 
 def celltype_stage(adata_path: str, out_assignments: str, out_salient: str, out_metrics: str, cfg: dict,
-                   device_pref: str = "auto") -> CelltypeResult:
-    """Rule ``celltype``: read ``preprocessed.h5ad``, run :func:`run_celltype`, write the three outputs."""
-    from .io import read_h5ad, write_csv, write_json
+                   device_pref: str = "auto", out_adata: str | None = None) -> CelltypeResult:
+    """Rule ``celltype``: read ``preprocessed.h5ad``, run :func:`run_celltype`, write the three
+    tables and, with ``out_adata``, the preprocessed data with the calls in ``obs``
+    (:func:`apply_cell_types`)."""
+    from .io import read_h5ad, write_csv, write_h5ad, write_json
     from .utils import get_device
 
     p = resolve_params(cfg)
@@ -435,6 +441,8 @@ def celltype_stage(adata_path: str, out_assignments: str, out_salient: str, out_
     write_csv(res.assignments, out_assignments)
     write_csv(res.salient, out_salient)
     write_json(res.metrics, out_metrics)
+    if out_adata:
+        write_h5ad(apply_cell_types(adata, res.assignments), out_adata)
     LOG.info("%d clusters; classifier held-out accuracy %.3f; known types: %s", res.metrics["n_clusters"],
              res.metrics["classifier"]["val_accuracy"] or float("nan"),
              "ARI %.3f" % res.metrics["known_cell_types"]["ari"] if res.metrics["known_cell_types"] else "none")

@@ -1,12 +1,9 @@
 # N-ACT-style cell typing: Leiden clusters on the (Harmony-corrected) PCA, an attention
-# classifier over the clusters, salient genes per cluster, obs['cellgnn_cell_type']
-# (cellgnn.celltype). Its outputs are not in rule all yet; CELLTYPE_ENABLED tells whether the
-# config asks for them (celltype.enabled; auto = when data.keys.cell_type is null).
-CELLTYPE_ENABLED = (
-    config["data"]["keys"]["cell_type"] is None
-    if config["celltype"]["enabled"] == "auto"
-    else bool(config["celltype"]["enabled"])
-)
+# classifier over the clusters, salient genes per cluster (cellgnn.celltype). Runs when the
+# data has no cell types (celltype.enabled: auto) or when asked (true); RUN["celltype"] says
+# whether this run has it. celltyped.h5ad is preprocessed.h5ad with the calls in obs
+# (obs['cell_type'] = the calls when the data has none); TYPED_ADATA is what the graph,
+# augment and UMAP rules read.
 
 
 rule celltype:
@@ -17,6 +14,7 @@ rule celltype:
         assignments="results/{dataset}/celltype/assignments.csv",
         salient="results/{dataset}/celltype/salient_genes.csv",
         metrics="results/{dataset}/celltype/metrics.json",
+        adata="results/{dataset}/celltype/celltyped.h5ad",
     log:
         "logs/{dataset}/celltype.log",
     benchmark:
