@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cellgnn import celltype as ct  # noqa: E402
 from cellgnn.config import validate_config  # noqa: E402
-from cellgnn.metrics import mean_ci  # noqa: E402
+from cellgnn.stats import t_interval as mean_ci  # noqa: E402
 
 KANG = ROOT.parent / "shared" / "data" / "kang2018" / "kang2018_pbmc_ifnb.h5ad"
 MARKERS = ROOT / "config" / "markers" / "pbmc.tsv"

@@ -6,17 +6,20 @@ Everything goes through the library as the workflow does: ``cellgnn.data.simulat
 explain stage's ``run_explain`` for the gene rankings (attention read-out, integrated
 gradients through the same scANNA model, Wilcoxon DE against the control, random).
 
-Default data (config/config.yaml): splits ``cells`` and ``donors`` (split seed 0, as the
-workflow), model seeds ``--seeds``; test macro-F1 with 95% t-intervals over seeds and the
-paired difference scANNA − logistic regression; precision@k of the planted genes on the
-explain stage's cells (``donors`` split, 500 stratified test cells of the held-out donor),
-per class and per class × cell type; attention read-out variants and architecture
-ablations (``--ablation``).
+Default data (config/config.yaml): split units ``cells`` and ``donor_cv/fold<i>`` (the config's
+``graph.cv_folds``; split seed 0, as the workflow), model seeds ``--seeds``. ``cells``: test
+macro-F1 with 95% t-intervals over seeds and the paired difference scANNA − logistic regression.
+``donor_cv``: every donor held out once, test cells pooled over the folds, 95% intervals from
+resampling the held-out donors (``cellgnn.heldout.bootstrap_over_donors``, as models_summary.csv),
+and the difference paired on the same resamples. Precision@k of the planted genes on the explain
+stage's cells (500 stratified test cells shared by the folds, pooled as the explain stage does), per
+class and per class × cell type; attention read-out variants and architecture ablations
+(``--ablation``, on fold 0).
 
 Kang 2018 (``--kang small|full``, label = obs condition, donor = obs donor, preprocess with
 ``hvg: 2000``): split mode ``donors`` with split seed = model seed, so each seed holds out a
 different donor whole (both conditions; validation from the training donors); test macro-F1
-and the fraction of interferon-stimulated genes (``bench/data/isg_hallmark_ifna.txt``) among
+and the fraction of interferon-stimulated genes (MSigDB Hallmark IFN-alpha, bundled) among
 the top 20 genes of each method for the class ``stim``, overall and per cell type.
 
     python bench/scanna.py                           # default data + Kang small, seeds 0 1 2
@@ -44,18 +47,22 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cellgnn import explain as ex  # noqa: E402
 from cellgnn.config import validate_config  # noqa: E402
-from cellgnn.metrics import mean_ci  # noqa: E402
+from cellgnn.stats import t_interval as mean_ci  # noqa: E402
 from cellgnn.models.scanna import salient_genes  # noqa: E402
 from cellgnn.train import train_model  # noqa: E402
 
-ISG_FILE = ROOT / "bench" / "data" / "isg_hallmark_ifna.txt"
+ISG_SET = "hallmark_interferon_alpha_response"  # bundled (cellgnn.genesets)
 KANG = {"small": ROOT.parent / "shared" / "data" / "kang2018" / "kang2018_pbmc_ifnb_small.h5ad",
         "full": ROOT.parent / "shared" / "data" / "kang2018" / "kang2018_pbmc_ifnb.h5ad"}
 EXPLAIN_METHODS = ["integrated_gradients", "attention", "de_control", "random"]
 
 
-def read_gene_set(path: Path) -> set[str]:
-    return {ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+def read_gene_set(name: str) -> set[str]:
+    """A bundled gene set's symbols and their previous HGNC symbols (Kang's annotation is hg19-era)."""
+    from cellgnn.genesets import gene_set_path
+
+    df = pd.read_csv(gene_set_path(name), sep="\t", comment="#")
+    return set(df["gene"].dropna()) | set(df.get("previous_symbol", pd.Series(dtype=str)).dropna())
 
 
 def ci(values) -> str:
@@ -79,16 +86,21 @@ def train(graph: dict, name: str, cfg: dict, seed: int, params: dict | None = No
     return train_model(graph, name, tcfg, seed)
 
 
-def explain(graph: dict, models: dict, cfg: dict, truth, methods=EXPLAIN_METHODS, control="mock") -> dict:
-    """The explain stage's tables for in-memory scANNA models (IG and attention on the same models)."""
+def explain(graph: dict | list, models: dict | list, cfg: dict, truth, methods=EXPLAIN_METHODS,
+            control="mock") -> dict:
+    """The explain stage's tables for in-memory scANNA models (IG and attention on the same models).
+    ``graph`` / ``models``: one split unit, or lists of them (donor_cv folds: pooled as the stage does)."""
+    graphs, per_unit = (graph, models) if isinstance(graph, list) else ([graph], [models])
     params = {**cfg["explain"], "methods": methods, "de_control": control, "top_k": 50}
-    keys = {s: f"seed{s}" for s in models}
-    lookup = {f"seed{s}": m for s, m in models.items()}
-    inp = ex.ExplainInputs(graph=graph, graph_path="in memory", truth=truth,
-                           models=keys if "integrated_gradients" in methods else {},
-                           load_model=lambda p, g: lookup[p], attention_models=keys)
+    units = []
+    for u, (g, ms) in enumerate(zip(graphs, per_unit)):
+        keys = {s: f"unit{u}/seed{s}" for s in ms}
+        lookup = {f"unit{u}/seed{s}": m for s, m in ms.items()}
+        units.append(ex.ExplainInputs(graph=g, graph_path=f"in memory {u}", truth=truth,
+                                      models=keys if "integrated_gradients" in methods else {},
+                                      load_model=lambda p, g, lookup=lookup: lookup[p], attention_models=keys))
     with tempfile.TemporaryDirectory() as d:
-        ex.run_explain(inp, d, params)
+        ex.write_explanations(units, d, params)
         return {f: pd.read_csv(Path(d) / f"{f}.csv") for f in
                 ("genes", "scores_summary", "ground_truth_scores", "ground_truth_scores_by_cell_type")
                 if (Path(d) / f"{f}.csv").stat().st_size > 1}
@@ -114,49 +126,101 @@ def readout_variants(graph: dict, models: dict, cfg: dict, truth) -> pd.DataFram
 # ----------------------------------------------------------------------------- default data
 
 def bench_default(args, out: Path) -> None:
+    from cellgnn.design import split_units
     from cellgnn.graph import build_graph
 
     cfg = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     t0 = time.perf_counter()
     adata = prepare(cfg)
     truth = {k: np.asarray(v) for k, v in adata.uns["ground_truth"].items()}
-    graphs = {m: build_graph(adata, cfg["graph"], m, cfg["seed"]) for m in ("cells", "donors")}
-    print(f"default data: {adata.n_obs} cells x {adata.n_vars} genes, {len(graphs['cells']['classes'])} classes "
+    n_donors = adata.obs["donor"].nunique()
+    units = split_units(["cells", "donor_cv"], n_donors, cfg["graph"]["cv_folds"])
+    graphs = {u: build_graph(adata, cfg["graph"], u, cfg["seed"]) for u in units}
+    print(f"default data: {adata.n_obs} cells x {adata.n_vars} genes, {n_donors} donors, units {units} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if not args.tune_only:
         main_tables(args, out, cfg, graphs, truth)
     if args.tune or args.tune_only:
-        tune(args, cfg, graphs)
+        tune(args, cfg, {u: graphs[u] for u in ("cells", "donor_cv/fold0")})
+
+
+def held_out(graph: dict, proba: np.ndarray) -> pd.DataFrame:
+    """Test cells of one unit as heldout's prediction table (``true, pred, donor, p_<class>``)."""
+    te = graph["test_mask"].numpy()
+    classes = list(graph["classes"])
+    df = pd.DataFrame(proba[te], columns=[f"p_{c}" for c in classes])
+    df.insert(0, "true", np.asarray(classes)[graph["y"].numpy()[te]])
+    df.insert(1, "pred", np.asarray(classes)[proba[te].argmax(1)])
+    df.insert(2, "donor", np.asarray(graph["donors"])[graph["donor"].numpy()[te]])
+    return df
+
+
+def donor_cv_table(preds: dict, classes: list[str], seeds: list[int]) -> list[str]:
+    """Pooled donor_cv macro-F1 / AUROC of each model with 95% intervals from resampling the held-out
+    donors (1,000 resamples, the same for both models), and scanna − logreg paired on those resamples."""
+    from cellgnn.heldout import bootstrap_over_donors
+    from cellgnn.stats import bootstrap_interval
+
+    reps, point = {}, {}
+    for name in ("logreg", "scanna"):
+        reps[name], point[name] = bootstrap_over_donors({s: pd.concat(preds[(name, s)]) for s in seeds}, classes)
+    lines = []
+    for name in ("logreg", "scanna"):
+        f = bootstrap_interval(point[name]["macro_f1"], reps[name]["macro_f1"])
+        a = bootstrap_interval(point[name]["auroc"], reps[name]["auroc"])
+        lines.append(f"| {name} | {f.mean:.3f} [{f.low:.3f}, {f.high:.3f}] | {a.mean:.3f} [{a.low:.3f}, {a.high:.3f}] |")
+    d = bootstrap_interval(point["scanna"]["macro_f1"] - point["logreg"]["macro_f1"],
+                           reps["scanna"]["macro_f1"] - reps["logreg"]["macro_f1"])
+    lines.append(f"scanna - logreg macro-F1: {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] (donor resamples, paired)")
+    return lines
 
 
 def main_tables(args, out: Path, cfg: dict, graphs: dict, truth: dict) -> None:
-    rows, models = [], {}
-    for split, g in graphs.items():
-        for seed in args.seeds:
-            for name in ("logreg", "scanna"):
-                r = train(g, name, cfg, seed)
-                rows.append({"data": "default", "split": split, "model": name, "seed": seed, **r.metrics,
+    from cellgnn.metrics import classification_metrics
+
+    rows, models, preds = [], {}, {}
+    for unit, g in graphs.items():
+        for name in ("logreg", "scanna"):
+            fitted = {}
+            for seed in args.seeds:
+                # logistic regression ignores the seed: fitted once per unit, recorded under every seed
+                r = fitted.get("once") if name == "logreg" else None
+                r = r or train(g, name, cfg, seed)
+                fitted["once"] = r
+                rows.append({"data": "default", "unit": unit, "model": name, "seed": seed, **r.metrics,
                              "best_epoch": r.best_epoch, "seconds": r.seconds})
-                if name == "scanna" and split == "donors":
-                    models[seed] = r.model
-                print(f"  {split} {name} seed {seed}: macro-F1 {r.metrics['macro_f1']:.3f} ({r.seconds:.0f} s)",
+                if unit != "cells":
+                    preds.setdefault((name, seed), []).append(held_out(g, r.proba))
+                    if name == "scanna":
+                        models.setdefault(unit, {})[seed] = r.model
+                print(f"  {unit} {name} seed {seed}: test macro-F1 {r.metrics['macro_f1']:.3f} ({r.seconds:.0f} s)",
                       flush=True)
     acc = pd.DataFrame(rows)
     acc.to_csv(out / "default_models.csv", index=False)
-    print("\n### Default data, test macro-F1 (seeds %s)\n" % " ".join(map(str, args.seeds)))
-    print("| model | cells | donors |\n|---|---|---|")
-    for name in ("logreg", "scanna"):
-        cells = [ci(acc[(acc.model == name) & (acc.split == s)]["macro_f1"]) for s in ("cells", "donors")]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
-    for split in ("cells", "donors"):
-        a = acc[acc.split == split].pivot(index="seed", columns="model", values="macro_f1")
-        print(f"scanna - logreg, {split}: {ci(a['scanna'] - a['logreg'])} (paired by seed)")
+    print("\n### Default data, test macro-F1 (model seeds %s; split seed %d)\n" % (" ".join(map(str, args.seeds)),
+                                                                                cfg["seed"]))
+    cells = acc[acc.unit == "cells"]
+    print("cells split (mean [95% t-interval over seeds]):",
+          {n: ci(cells[cells.model == n]["macro_f1"]) for n in ("logreg", "scanna")})
+    pc = cells.pivot(index="seed", columns="model", values="macro_f1")
+    print(f"scanna - logreg, cells: {ci(pc['scanna'] - pc['logreg'])} (paired by seed)")
+    classes = list(next(iter(graphs.values()))["classes"])
+    print("\ndonor_cv (%d folds, every donor held out once; pooled over the folds' test cells, mean over seeds):\n"
+          % (len(graphs) - 1))
+    print("| model | macro-F1 | AUROC |\n|---|---|---|")
+    for line in donor_cv_table(preds, classes, args.seeds):
+        print(line)
+    pooled = [{"model": n, "seed": s, **classification_metrics(
+        pd.concat(preds[(n, s)])["true"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
+        pd.concat(preds[(n, s)])[[f"p_{c}" for c in classes]].to_numpy())} for n in ("logreg", "scanna") for s in args.seeds]
+    pd.DataFrame(pooled).to_csv(out / "default_donor_cv_pooled.csv", index=False)
 
-    res = explain(graphs["donors"], models, cfg, truth)
+    cv_units = [u for u in graphs if u != "cells"]
+    res = explain([graphs[u] for u in cv_units], [models[u] for u in cv_units], cfg, truth)
     summ = res["scores_summary"]
     summ.to_csv(out / "default_explain_summary.csv", index=False)
-    print("\n### Planted genes, donors split, 500 test cells of the held-out donor (precision@k, mean [95% CI] over "
-          "scANNA seeds)\n")
+    print("\n### Planted genes, donor_cv, 500 test cells of the held-out donors pooled over the folds (precision@k, "
+          "mean [95% CI] over scANNA seeds)\n")
     print("| method | precision@k | AUPRC |\n|---|---|---|")
     for _, r in summ.iterrows():
         print(f"| {r['method']} | {r['precision_at_k']:.3f} [{r['precision_at_k_low']:.3f}, "
@@ -172,16 +236,19 @@ def main_tables(args, out: Path, cfg: dict, graphs: dict, truth: dict) -> None:
         per = bct.groupby(["method", "seed"], dropna=False)["precision_at_k"].mean().reset_index()
         print("\nper class x cell type (every gene planted there):",
               {mth: ci(g["precision_at_k"]) for mth, g in per.groupby("method")})
-    rv = readout_variants(graphs["donors"], models, cfg, truth)
+    rv = pd.concat([readout_variants(graphs[u], models[u], cfg, truth).assign(unit=u) for u in cv_units])
+    rv = rv.groupby(["readout", "seed"], sort=False, as_index=False)["precision_at_k"].mean()
     rv.to_csv(out / "default_readouts.csv", index=False)
     print("\nattention read-out variants (same models and cells):",
           {k: ci(g["precision_at_k"]) for k, g in rv.groupby("readout", sort=False)})
 
     if args.ablation:
-        print("\n### Ablations, donors split (test macro-F1; attention precision@k)\n")
+        u0 = cv_units[0]
+        print(f"\n### Ablations, {u0} (test macro-F1; attention precision@k)\n")
         print("| variant | macro-F1 | attention precision@k |\n|---|---|---|")
-        base_f1 = acc[(acc.model == "scanna") & (acc.split == "donors")]["macro_f1"]
-        base_att = sc[sc["method"] == "attention"].groupby("seed")["precision_at_k"].mean()
+        base_f1 = acc[(acc.model == "scanna") & (acc.unit == u0)]["macro_f1"]
+        base_att = explain(graphs[u0], models[u0], cfg, truth, methods=["attention"])["ground_truth_scores"]
+        base_att = base_att.groupby("seed")["precision_at_k"].mean()
         print(f"| used (diagonal attention, linear read-out) | {ci(base_f1)} | {ci(base_att)} |")
         for label, params in (("+ rank-64 whole-cell attention term", {"context_rank": 64}),
                               ("scANNA projection read-out (2 blocks)", {"n_blocks": 2}),
@@ -189,11 +256,11 @@ def main_tables(args, out: Path, cfg: dict, graphs: dict, truth: dict) -> None:
                               ("no weight decay, no dropout", {"weight_decay": 0.0, "dropout": 0.0})):
             f1s, ms = [], {}
             for seed in args.seeds:
-                r = train(graphs["donors"], "scanna", cfg, seed, {"optimizer": "adam", "lr": 1e-2,
+                r = train(graphs[u0], "scanna", cfg, seed, {"optimizer": "adam", "lr": 1e-2,
                                                                    "weight_decay": 1e-2, **params})
                 f1s.append(r.metrics["macro_f1"])
                 ms[seed] = r.model
-            s = explain(graphs["donors"], ms, cfg, truth, methods=["attention"])["ground_truth_scores"]
+            s = explain(graphs[u0], ms, cfg, truth, methods=["attention"])["ground_truth_scores"]
             print(f"| {label} | {ci(f1s)} | {ci(s.groupby('seed')['precision_at_k'].mean())} |", flush=True)
 
 
@@ -227,7 +294,7 @@ def bench_kang(args, out: Path) -> None:
     raw = standardize_obs(ad.read_h5ad(path), {"label": "condition", "donor": "donor", "cell_type": "cell_type"},
                           where=str(path))
     adata = prepare(cfg, raw)
-    isg = read_gene_set(ISG_FILE)
+    isg = read_gene_set(ISG_SET)
     print(f"\nKang 2018 ({path.name}): {adata.n_obs} cells x {adata.n_vars} genes (2,000 HVGs), "
           f"{len(isg & set(adata.var_names))} of {len(isg)} listed ISGs among them ({time.perf_counter() - t0:.0f} s)",
           flush=True)
