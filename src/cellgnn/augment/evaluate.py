@@ -117,14 +117,3 @@ def evaluate_synthetic(real_test: np.ndarray, synth: np.ndarray, real_train: np.
             "n_real": int(len(real_test)), "n_synthetic": int(len(synth)),
             "n_marker_genes": int(len(genes))}
 
-
-def mean_ci(values) -> dict:
-    """Mean and 95% t-interval over seeds: ``{"mean", "ci_low", "ci_high", "n"}``."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    m = float(v.mean())
-    if len(v) < 2:
-        return {"mean": m, "ci_low": m, "ci_high": m, "n": int(len(v))}
-    h = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": m, "ci_low": m - h, "ci_high": m + h, "n": int(len(v))}
