@@ -111,7 +111,18 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
         parts_ei.append(nodes[ei])
         parts_w.append(w)
     edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))
+    return assemble_graph(adata, split, edge_index, edge_weight, cfg, unit, seed)
 
+
+def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray, edge_weight: np.ndarray, cfg: dict,
+                   unit: str, seed: int) -> dict:
+    """The graph dict of the contract from the cells' ``split`` (``train``/``val``/``test`` ``[N]``) and
+    their sorted edges (``edge_index [2, E]``, ``edge_weight [E]``): node features min-max scaled on
+    the training cells, labels, masks and names. cfg: the ``graph`` section (``n_pcs``,
+    ``graph_mode``, ``self_loops``)."""
+    mode, fold = parse_unit(unit)
+    n = adata.n_obs
+    pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
     X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
     X = X.astype(np.float32)
     train = split == "train"

@@ -70,39 +70,41 @@ def load_pbmc68k() -> ad.AnnData:
 
 
 def standardize_obs(adata: ad.AnnData, keys: dict, where: str = "input") -> ad.AnnData:
-    """Rename the user's label / donor / cell-type columns to ``label``, ``donor``, ``cell_type``.
+    """Rename the user's label / donor / cell-type / sample columns to ``label``, ``donor``,
+    ``cell_type``, ``sample``.
 
-    keys: ``{"label": col, "donor": col, "cell_type": col or None}``. A missing label or
-    donor column is an error naming the columns that do exist; a missing optional
-    cell-type column is dropped silently only when ``keys["cell_type"]`` is null.
+    keys: ``{"label": col, "donor": col, "cell_type": col or None, "sample": col or None}``. A
+    missing label or donor column is an error naming the columns that do exist; a missing
+    optional cell-type or sample column is dropped silently only when its key is null.
     """
     label_key = keys.get("label", "label")
     donor_key = keys.get("donor", "donor")
     ct_key = keys.get("cell_type", "cell_type")
+    sample_key = keys.get("sample")
     cols = list(adata.obs.columns)
     for field, key in (("data.keys.label", label_key), ("data.keys.donor", donor_key)):
         if key not in adata.obs:
             raise CellgnnInputError(f"column '{key}' not found in obs (columns: {cols})", file=where,
                                     field=field, fix="name an existing obs column in the config")
-    if ct_key is not None and ct_key not in adata.obs:
-        raise CellgnnInputError(f"column '{ct_key}' not found in obs (columns: {cols})", file=where,
-                                field="data.keys.cell_type",
-                                fix="name an existing obs column, or set data.keys.cell_type: null")
+    for name, key in (("cell_type", ct_key), ("sample", sample_key)):
+        if key is not None and key not in adata.obs:
+            raise CellgnnInputError(f"column '{key}' not found in obs (columns: {cols})", file=where,
+                                    field=f"data.keys.{name}",
+                                    fix=f"name an existing obs column, or set data.keys.{name}: null")
     obs = adata.obs.copy()
+    source = {"label": label_key, "donor": donor_key, "cell_type": ct_key, "sample": sample_key}
     new = pd.DataFrame(index=obs.index)
-    new["label"] = obs[label_key].astype(str)
-    new["donor"] = obs[donor_key].astype(str)
-    if ct_key is not None:
-        new["cell_type"] = obs[ct_key].astype(str)
+    for col, key in source.items():
+        if key is not None:
+            new[col] = obs[key].astype(str)
     for col in new.columns:
-        bad = new[col].isin(["nan", "None", ""]) | obs[{"label": label_key, "donor": donor_key,
-                                                         "cell_type": ct_key}[col]].isna().to_numpy()
+        bad = new[col].isin(["nan", "None", ""]) | obs[source[col]].isna().to_numpy()
         if bad.any():
             raise CellgnnInputError(f"{int(bad.sum())} cells have no value in '{col}' column", file=where,
                                     field=f"obs.{col}", fix="fill in or filter those cells first")
         new[col] = new[col].astype("category")
     for col in obs.columns:
-        if col not in {label_key, donor_key, ct_key} and col not in new:
+        if col not in set(source.values()) and col not in new:
             new[col] = obs[col]
     adata.obs = new
     if not adata.obs_names.is_unique:
