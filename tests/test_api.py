@@ -229,3 +229,38 @@ def test_readme_example_runs(tmp_path):
     acc = (out.obs.loc[held, "cellgnn_prediction"].astype(str) == out.obs.loc[held, "label"].astype(str)).mean()
     assert acc > 0.5, acc  # 10 cell types: chance is about 0.1
     assert (tmp_path / "figures" / "umap_cellgnn.png").stat().st_size > 10_000
+
+
+def test_one_split_flags_training_cells_and_calls_samples_by_the_seed_mean():
+    from cellgnn.results import add_calls, add_predictions
+
+    cells = [f"c{i}" for i in range(8)]
+    obs = pd.DataFrame({"label": pd.Categorical(["ctrl", "stim"] * 4),
+                        "donor": pd.Categorical(["d1"] * 4 + ["d2"] * 4),
+                        "sample": pd.Categorical(["d1_ctrl", "d1_stim"] * 2 + ["d2_ctrl", "d2_stim"] * 2)},
+                       index=cells)
+    adata = ad.AnnData(np.zeros((8, 2), np.float32), obs=obs)
+    split = ["train", "val", "train", "val", "test", "test", "test", "test"]
+
+    def table(p_stim):
+        return pd.DataFrame({"cell_id": cells, "split": split, "unit": "donors", "p_ctrl": 1 - np.asarray(p_stim),
+                             "p_stim": p_stim})
+
+    tables = {"gat": {0: table([0.9] * 4 + [0.2, 0.9, 0.4, 0.7]), 1: table([0.9] * 4 + [0.4, 0.7, 0.8, 0.9])},
+              "logreg": {0: table([0.1] * 8)}}
+    add_predictions(adata, tables, "gat", "donors")
+    o = adata.obs
+    assert o["cellgnn_heldout"].tolist() == [False] * 4 + [True] * 4
+    assert o["cellgnn_prediction"].iloc[:4].isna().all() and o["cellgnn_pred_logreg"].iloc[:4].isna().all()
+    # seed means 0.3, 0.8, 0.6, 0.8 for stim
+    assert o["cellgnn_prediction"].iloc[4:].astype(str).tolist() == ["ctrl", "stim", "stim", "stim"]
+    np.testing.assert_allclose(o["cellgnn_confidence"].iloc[4:], [0.7, 0.8, 0.6, 0.8], rtol=1e-6)
+    assert np.isnan(adata.obsm["cellgnn_proba"][:4]).all()
+    # d2_ctrl: seed 0 says ctrl, seed 1 says stim more strongly: the mean log-probability decides
+    calls = pd.DataFrame({"model": "gat", "split": "donors", "seed": [0, 1, 0, 1], "unit_kind": "sample",
+                          "unit": ["d2_ctrl", "d2_ctrl", "d2_stim", "d2_stim"],
+                          "mean_logp_ctrl": np.log([0.6, 0.1, 0.2, 0.3]), "mean_logp_stim": np.log([0.4, 0.9, 0.8, 0.7])})
+    add_calls(adata, calls, "gat", "donors")
+    assert adata.uns["cellgnn"]["call_unit"] == "sample"
+    got = adata.obs["cellgnn_sample_call"]
+    assert got.iloc[:4].isna().all() and got.iloc[4:].astype(str).tolist() == ["stim"] * 4
