@@ -303,10 +303,15 @@ def add_provenance(adata, config_yaml: str, record: dict):
 def write_results(adata, path: str | Path) -> Path:
     """Write ``adata`` to ``path`` (``.h5ad``, gzip) atomically: a file already there, from an older
     run with other classes or genes, is replaced whole, and a failed write leaves it untouched."""
+    import time
+
     from .io import write_h5ad
 
     path = Path(path)
+    t0 = time.perf_counter()
     write_h5ad(adata, path)
+    LOG.info("wrote %s (%d cells x %d genes): %.1f MB in %.1f s", path, adata.n_obs, adata.n_vars,
+             path.stat().st_size / 1e6, time.perf_counter() - t0)
     return path
 
 
