@@ -1,6 +1,7 @@
 # cellgnn: predict the disease state of single cells with graph neural networks.
 # Run `snakemake --cores 2` for the embedded default (config/config.yaml);
 # `snakemake --configfile config/<study>.yaml --cores N` for a real study.
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -31,6 +32,11 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/results.smk"
+
+
+onerror:
+    # the last lines on the user's screen: each failed job's one cellgnn message and its log
+    sys.stderr.write(failure_report(log))
 
 
 rule all:

@@ -11,7 +11,7 @@ from cellgnn.utils import run_rule  # noqa: E402
 def main(smk):
     run_summary(str(Path(smk.input.models).parent), smk.input.qc, smk.output[0], smk.wildcards.dataset,
                 notes=list(smk.params.notes), explain_run=smk.input.get("explain"),
-                augment_files=list(smk.input.get("augment", [])))
+                augment_files=list(smk.input.get("augment", [])), raw=smk.input.raw, control=smk.params.control)
 
 
 run_rule(main, snakemake)  # noqa: F821

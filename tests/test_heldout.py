@@ -41,14 +41,17 @@ def test_confusion_metrics_match_classification_metrics():
 
 
 def _predictions(n_donors=6, cells=40, seed=0, skill=1.0):
-    """Held-out predictions of a paired study: stim cells get a higher p(stim) by ``skill``."""
+    """Held-out predictions of a paired study: stim cells get a higher p(stim) by ``skill``, twice as
+    much in monocytes (``Mono``) as in T cells (``T``)."""
     rng = np.random.default_rng(seed)
     rows = []
     for d in range(n_donors):
         for cond in CLASSES:
-            for _ in range(cells):
-                p = 1 / (1 + np.exp(-(skill * (1 if cond == "stim" else -1) + rng.normal(0, 1))))
-                rows.append({"donor": f"d{d}", "sample": f"d{d}_{cond}", "true": cond, "p_ctrl": 1 - p, "p_stim": p})
+            for i in range(cells):
+                ct, gain = ("Mono", 1.5) if i % 2 else ("T", 0.5)
+                p = 1 / (1 + np.exp(-(gain * skill * (1 if cond == "stim" else -1) + rng.normal(0, 1))))
+                rows.append({"donor": f"d{d}", "sample": f"d{d}_{cond}", "cell_type": ct, "true": cond,
+                             "p_ctrl": 1 - p, "p_stim": p})
     df = pd.DataFrame(rows)
     df["pred"] = np.where(df["p_stim"] > 0.5, "stim", "ctrl")
     return df
@@ -83,7 +86,7 @@ def _write_run(root, model, fold, seed, pred: pd.DataFrame, n_folds=2):
     (d / "metrics.json").write_text(json.dumps({"model": model, "split": "donor_cv", "fold": fold,
                                                 "unit": f"donor_cv/fold{fold}", "seed": seed, "test": m,
                                                 "n_test_cells": len(pred)}))
-    full = pred.assign(cell_id=[f"{fold}_{i}" for i in range(len(pred))], split="test", cell_type="T")
+    full = pred.assign(cell_id=[f"{fold}_{i}" for i in range(len(pred))], split="test")
     full.to_csv(d / "predictions.csv", index=False)
     return str(d / "metrics.json"), str(d / "predictions.csv")
 
@@ -99,7 +102,7 @@ def test_collect_metrics_pools_folds_and_names_the_best_model(tmp_path):
                 m, p = _write_run(tmp_path, model, fold, seed, pred[pred["donor"].isin(donors)].reset_index(drop=True))
                 metrics.append(m)
                 predictions.append(p)
-    out = {k: str(tmp_path / f"{k}.csv") for k in ("table", "summary", "folds", "calls", "margins")}
+    out = {k: str(tmp_path / f"{k}.csv") for k in ("table", "summary", "folds", "calls", "margins", "cell_types")}
     table = run_collect_metrics(metrics, predictions, out, metric="balanced_accuracy", n_boot=200)
     row = table[(table["model"] == "good") & (table["seed"] == 0)].iloc[0]
     want = classification_metrics((pooled[("good", 0)]["true"] == "stim").astype(int).to_numpy(),
@@ -113,3 +116,6 @@ def test_collect_metrics_pools_folds_and_names_the_best_model(tmp_path):
     margins = pd.read_csv(out["margins"])
     assert margins.iloc[0]["best"] == "good" and margins.iloc[0]["other"] == "weak"
     assert margins.iloc[0]["low"] > 0 and bool(margins.iloc[0]["excludes_zero"])
+    types = pd.read_csv(out["cell_types"]).set_index(["model", "cell_type"])
+    assert types.loc[("good", "Mono"), "rank"] == 1 and types.loc[("good", "T"), "rank"] == 2
+    assert types.loc[("good", "Mono"), "auroc_low"] > types.loc[("good", "T"), "auroc_high"]

@@ -61,11 +61,19 @@ def schema_defaults() -> dict:
 
 def settings(section: str, given: dict | None = None) -> dict:
     """The config section ``section`` (dotted, e.g. ``graph`` or ``explain.ig``): the schema's
-    defaults overlaid with ``given`` (a validated config's section, or a caller's partial one)."""
+    defaults overlaid, key by key and nested sections too, with ``given`` (a validated config's
+    section, or a library caller's partial one)."""
     out = schema_defaults()
     for key in section.split("."):
         out = out[key]
-    return {**out, **(given or {})}
+    return _overlay(out, given or {})
+
+
+def _overlay(base: dict, given: dict) -> dict:
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 # the models of cellgnn.models.MODELS, and those that read edge features, named here so that

@@ -14,6 +14,7 @@ full ``gat_ef`` (negative difference = the group helped).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,23 +122,28 @@ def run_evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: s
     ``gat_ef_minus_<group>`` runs; cfg: the ``evaluation`` config section (``model``,
     ``baselines``, ``metric``).
     """
-    import json
-
     from .io import write_csv
 
-    cfg = {"model": "gat_ef", "baselines": ["gat", "logreg"], "metric": "macro_f1", **(cfg or {})}
+    from .config import settings
+
+    cfg = settings("evaluation", cfg)
+    cfg["baselines"] = cfg["baselines"] or [m for m in ("gat", "logreg") if m != cfg["model"]]
     model, metric = cfg["model"], cfg["metric"]
     df = pd.read_csv(models_csv)
     _check_columns(df, [metric], file=models_csv)
     if model not in set(df["model"]):
         raise CellgnnInputError(f"no rows for model '{model}'", file=models_csv, field="evaluation.model",
                                 fix=f"add {model} to train.models")
-    rows = []
-    for f in ablation_metrics:
-        with open(f) as fh:
-            m = json.load(fh)
-        rows.append({"model": m["model"], "split": m["split"], "seed": m["seed"], **m["test"]})
-    abl_df = pd.concat([df[df["model"] == model], pd.DataFrame(rows)], ignore_index=True) if rows else df
+    rows = pd.DataFrame()
+    if ablation_metrics:  # on donor_cv pooled over the folds, as models.csv
+        from .heldout import pooled_metrics, read_runs, read_test_predictions
+
+        runs = read_runs(ablation_metrics)
+        cv = [f for f, split in zip(ablation_metrics, _splits(ablation_metrics)) if split == "donor_cv"]
+        preds = read_test_predictions([str(Path(f).with_name("predictions.csv")) for f in cv]) if cv else \
+            pd.DataFrame(columns=["split"])
+        rows = pooled_metrics(runs, preds)
+    abl_df = pd.concat([df[df["model"] == model], rows], ignore_index=True) if not rows.empty else df
     comp = paired_comparison(df, model, [b for b in cfg["baselines"] if b in set(df["model"])], metric)
     abl = ablation_table(abl_df, model, metric)
     write_csv(comp, comparison_csv)
@@ -146,6 +152,12 @@ def run_evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: s
     LOG.info("paired %s differences:\n%s\nablation:\n%s", metric,
              comp[["split", "baseline", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string(),
              abl[["split", "group", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string())
+
+
+def _splits(metric_files: list[str]) -> list[str]:
+    import json
+
+    return [json.loads(Path(f).read_text())["split"] for f in metric_files]
 
 
 def _check_columns(df: pd.DataFrame, metrics, file: str | None = None) -> None:

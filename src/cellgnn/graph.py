@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -59,6 +60,34 @@ def knn_graph(points: np.ndarray, k: int, metric: str = "euclidean", self_loops:
     return ei, a.data.astype(np.float32)
 
 
+def correct_batches(pca: np.ndarray, donors: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """The PCA the kNN graph is built on ``[N, P]``: as it is (``none``), or Harmony-corrected with
+    the donor as the batch (``harmony``; every cell, no labels: a held-out donor is aligned to the
+    others the way BBKNN aligned the original study's batches)."""
+    if method == "none" or np.unique(donors).size < 2:
+        return pca
+    if method != "harmony":
+        raise CellgnnInputError(f"unknown batch correction '{method}'", field="graph.batch_correction",
+                                fix="use none or harmony")
+    import harmonypy
+
+    ho = harmonypy.run_harmony(pca.astype(np.float64), pd.DataFrame({"donor": donors}), ["donor"],
+                               random_state=seed, verbose=False, ncores=1)
+    z = np.asarray(ho.Z_corr)
+    return np.ascontiguousarray(z.T if z.shape[0] != pca.shape[0] else z, dtype=np.float32)
+
+
+def standardize_per_donor(X: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """Each gene centred and scaled to unit variance within each donor ``[N, G]`` (removes a donor's
+    shifts; where the label is a donor property it removes the label's between-donor signal too)."""
+    out = np.empty_like(X)
+    for d in np.unique(donors):
+        m = donors == d
+        mu, sd = X[m].mean(0), X[m].std(0)
+        out[m] = (X[m] - mu) / np.where(sd > 0, sd, 1.0)
+    return out
+
+
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Sort edges by (target, source); permute each per-edge array the same way.
 
@@ -91,6 +120,8 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
                                 file="preprocessed.h5ad", field="graph.n_pcs",
                                 fix=f"set graph.n_pcs <= {n_pcs} (or raise preprocess.n_pcs)")
     pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
+    donors = adata.obs["donor"].astype(str).to_numpy()
+    pca = correct_batches(pca, donors, cfg["batch_correction"], seed)
     n = adata.n_obs
     if cfg["graph_mode"] == "transductive":
         blocks = [np.arange(n)]
@@ -125,6 +156,8 @@ def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray,
     pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
     X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
     X = X.astype(np.float32)
+    if cfg["donor_standardize"]:
+        X = standardize_per_donor(X, donors)
     train = split == "train"
     lo, hi = X[train].min(axis=0), X[train].max(axis=0)
     rng_ = np.where(hi > lo, hi - lo, 1.0)

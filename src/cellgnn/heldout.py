@@ -13,6 +13,10 @@ not within samples — by the mean log-probability and by majority vote.
 
 Margins (``margins.csv``): the best model on the held-out split against every other model,
 paired (same donor resamples, same seeds), with a bootstrap interval.
+
+Cell types (``cell_types.csv``): which cell types respond most, as Augur asks it but on held-out
+donors: per model and cell type, how well the held-out cells of that type are classified
+(AUROC, balanced accuracy; bootstrap over donors), ranked within each model.
 """
 
 from __future__ import annotations
@@ -59,6 +63,23 @@ def read_test_predictions(files: list[str]) -> pd.DataFrame:
         frames.append(df.assign(model=m["model"], split=m["split"], fold=m.get("fold", 0),
                                 unit=m.get("unit", m["split"]), seed=m["seed"]))
     return pd.concat(frames, ignore_index=True)
+
+
+def pooled_metrics(runs: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x split mode x seed: the test metrics of a single split (``cells``,
+    ``donors``) as the run wrote them, and on ``donor_cv`` those of every fold's held-out cells
+    pooled (each cell once, predicted by the fold that held its donor out)."""
+    rows = []
+    classes = [c[len("p_"):] for c in preds.columns if c.startswith("p_")]
+    for (split, model, seed), r in runs.groupby(["split", "model", "seed"], sort=True):
+        if split == "donor_cv":
+            g = preds[(preds["split"] == split) & (preds["model"] == model) & (preds["seed"] == seed)]
+            codes = g["true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+            rows.append({"model": model, "split": split, "seed": seed,
+                         **classification_metrics(codes, g[[f"p_{c}" for c in classes]].to_numpy())})
+        else:
+            rows.append({"model": model, "split": split, "seed": seed, **r.iloc[0][list(METRICS)].to_dict()})
+    return pd.DataFrame(rows, columns=["model", "split", "seed", *METRICS])
 
 
 # ---------------------------------------------------------------- confusion-matrix metrics
@@ -175,25 +196,23 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
                     seed: int = 0, n_boot: int = 1000) -> pd.DataFrame:
     """Write ``models.csv`` (model, split, seed + test metrics; donor_cv pooled over folds),
     ``folds.csv`` (every run), ``models_summary.csv`` (mean and 95% interval per model x split,
-    with the interval's method and the donor-level call accuracy), ``calls.csv`` and ``margins.csv``
-    (see the module doc). out: paths keyed ``table``, ``summary``, ``folds``, ``calls``, ``margins``."""
+    with the interval's method and the donor-level call accuracy), ``calls.csv``, ``margins.csv`` and
+    ``cell_types.csv`` (see the module doc). out: paths keyed ``table``, ``summary``, ``folds``,
+    ``calls``, ``margins``, ``cell_types``."""
     from .io import write_csv
 
     runs = read_runs(metric_files)
     write_csv(runs, out["folds"])
     preds = read_test_predictions(prediction_files)
     classes = [c[len("p_"):] for c in preds.columns if c.startswith("p_")]
-    table_rows, summary_rows, calls = [], [], []
+    table = pooled_metrics(runs, preds)
+    summary_rows, calls = [], []
     boot = {}  # donor_cv model -> (replicates, point estimates), shared with the margins
     for (split, model), runs_m in runs.groupby(["split", "model"], sort=True):
         if split == "donor_cv":
             pm = preds[(preds["split"] == split) & (preds["model"] == model)]
             by_seed = {s: g for s, g in pm.groupby("seed")}
             reps, point = boot[model] = bootstrap_over_donors(by_seed, classes, n_boot=n_boot, seed=seed)
-            for s, g in by_seed.items():
-                codes = g["true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-                full = classification_metrics(codes, g[[f"p_{c}" for c in classes]].to_numpy())
-                table_rows.append({"model": model, "split": split, "seed": s, **full})
             row = {"model": model, "split": split, "n_seeds": len(by_seed),
                    "seeds": " ".join(map(str, sorted(by_seed))), "n_folds": int(runs_m["fold"].nunique()),
                    "ci": f"bootstrap over {pm['donor'].nunique()} donors x seeds"}
@@ -201,8 +220,6 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
                 row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_interval(point[m], reps[m])
             summary_rows.append(row)
         else:
-            for r in runs_m.itertuples():
-                table_rows.append({"model": model, "split": split, "seed": r.seed, **{m: getattr(r, m) for m in METRICS}})
             row = summarize(runs_m, by=("model", "split")).iloc[0].to_dict()
             row.update({"n_folds": 1, "ci": "t-interval over seeds"})
             summary_rows.append(row)
@@ -212,7 +229,7 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
             if kind is not None:
                 for s, g in pm.groupby("seed"):
                     calls.append(unit_calls(g, classes, kind).assign(model=model, split=split, seed=s))
-    table = pd.DataFrame(table_rows).sort_values(["split", "model", "seed"]).reset_index(drop=True)
+    table = table.sort_values(["split", "model", "seed"]).reset_index(drop=True)
     summary = pd.DataFrame(summary_rows)
     calls_df = (pd.concat(calls, ignore_index=True) if calls else
                 pd.DataFrame(columns=["model", "split", "seed", "unit_kind", "unit", "true", "n_cells", "call", "vote",
@@ -228,7 +245,31 @@ def run_collect_metrics(metric_files: list[str], prediction_files: list[str], ou
     lead = ["model", "split", "seed", "unit_kind", "unit", "true", "n_cells", "call", "vote", "call_correct", "vote_correct"]
     write_csv(calls_df[lead + [c for c in calls_df.columns if c not in lead]], out["calls"])
     write_csv(margins, out["margins"])
+    write_csv(cell_type_response(preds, classes, seed=seed), out["cell_types"])
     return table
+
+
+def cell_type_response(preds: pd.DataFrame, classes: list[str], seed: int = 0, n_boot: int = 200) -> pd.DataFrame:
+    """Per held-out split, model and cell type: ``n_cells``, AUROC and balanced accuracy of the held-out
+    cells of that type (mean over seeds, 95% bootstrap interval over donors) and the cell type's
+    ``rank`` by AUROC within the model (1 = the type whose condition is easiest to tell)."""
+    cols = ["split", "model", "cell_type", "n_cells", "auroc", "auroc_low", "auroc_high", "balanced_accuracy",
+            "balanced_accuracy_low", "balanced_accuracy_high", "rank"]
+    held = preds[preds["split"] != "cells"]
+    if held.empty or "cell_type" not in held or held["cell_type"].nunique() < 2:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for (split, model, cell_type), g in held.groupby(["split", "model", "cell_type"], sort=True):
+        if g["true"].nunique() < 2 or g["donor"].nunique() < 2:
+            continue
+        reps, point = bootstrap_over_donors({s: d for s, d in g.groupby("seed")}, classes, n_boot=n_boot, seed=seed)
+        row = {"split": split, "model": model, "cell_type": cell_type, "n_cells": int(len(g) / g["seed"].nunique())}
+        for m in ("auroc", "balanced_accuracy"):
+            row[m], row[f"{m}_low"], row[f"{m}_high"] = bootstrap_interval(point[m], reps[m])
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    out["rank"] = out.groupby(["split", "model"])["auroc"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values(["split", "model", "rank"], ignore_index=True)
 
 
 def held_out_margins(runs: pd.DataFrame, metric: str, boot: dict, n_donors: int = 0) -> pd.DataFrame:

@@ -53,8 +53,9 @@ def startup_obs(cfg: dict, workdir: str | Path = ".") -> tuple[pd.DataFrame | No
     source = data["source"]
     keys = data["keys"]
     if source == "simulate":
-        from .data.simulate import design_obs
+        from .data.simulate import check_params, design_obs
 
+        check_params(**data["simulate"])
         return design_obs(**data["simulate"]), "data.simulate"
     if source == "pbmc68k":
         import importlib.util
@@ -78,6 +79,9 @@ def startup_obs(cfg: dict, workdir: str | Path = ".") -> tuple[pd.DataFrame | No
             return _standard_columns(_read_h5ad_obs(path), keys, str(path)), str(path)
         return None, data["url"]["url"]
     if source == "samplesheet":
+        meta = data["samplesheet"]["cell_metadata"]
+        if meta["url"] or meta["path"]:  # donors / cell types come per cell: known once the table is read
+            return None, data["samplesheet"]["path"]
         return _samplesheet_obs(data), data["samplesheet"]["path"]
     return None, source
 
@@ -143,6 +147,10 @@ def check_paths(cfg: dict, workdir: str | Path, source: str) -> None:
     data = cfg["data"]
     if data["source"] == "file" and data["file"].get("path"):
         check_not_written(data["file"]["path"], workdir, field="data.file.path", source=source)
+        if not Path(workdir, data["file"]["path"]).exists():
+            raise CellgnnInputError("file or directory does not exist", file=str(data["file"]["path"]),
+                                    field="data.file.path",
+                                    fix="check the path (relative paths are relative to the working directory)")
     gene_set = cfg["explain"]["gene_set"]["path"]
     if gene_set:
         from .genesets import gene_set_path
@@ -214,7 +222,17 @@ def _shape(cfg: dict, workdir: str | Path) -> tuple[int | None, int | None]:
 
 
 def preflight(cfg: dict, workdir: str | Path = ".", source: str = "config") -> Plan:
-    """Every start-up check; returns the run's :class:`Plan` (see module doc)."""
+    """Every start-up check; returns the run's :class:`Plan` (see module doc). A refusal that names
+    no file names the config file(s) ``source``."""
+    try:
+        return _preflight(cfg, workdir, source)
+    except CellgnnInputError as err:
+        if err.file:
+            raise
+        raise CellgnnInputError(err.problem, file=source, field=err.field, fix=err.fix) from None
+
+
+def _preflight(cfg: dict, workdir: str | Path, source: str) -> Plan:
     check_paths(cfg, workdir, source)
     n_cells, n_genes = _shape(cfg, workdir)
     check_memory(cfg, n_cells, n_genes, source)
@@ -224,9 +242,10 @@ def preflight(cfg: dict, workdir: str | Path = ".", source: str = "config") -> P
     graph = cfg["graph"]
     if obs is not None:
         design = check_design(obs, cfg, where)
-        if graph["k"] >= len(obs):
-            raise CellgnnInputError(f"graph.k={graph['k']} neighbours but the study has {len(obs)} cells", file=source,
-                                    field="graph.k", fix=f"use k < {len(obs)} (10-30 is usual)")
+        total = n_cells or len(obs)
+        if graph["k"] >= total:
+            raise CellgnnInputError(f"graph.k={graph['k']} neighbours but the study has {total} cells", file=source,
+                                    field="graph.k", fix=f"use k < {total} (10-30 is usual)")
         n_donors = len(design["donors"])
     else:
         n_donors = None

@@ -70,7 +70,10 @@ def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.devi
     a resumable checkpoint there every ``checkpoint_every`` epochs and continue from it when
     it exists (same final numbers as an uninterrupted run on CPU); the caller deletes it.
     """
+    from .config import settings
+
     spec = get_spec(name)
+    cfg = settings("train", cfg)
     params = model_params(name, cfg)
     if spec.edge_features:
         if edge_attr is None:
@@ -95,7 +98,7 @@ def _fit_reference(graph: dict, name: str, params: dict, cfg: dict, seed: int) -
     from .models.reference import FITTERS, fit_logreg
 
     if name == "logreg":
-        fitted = fit_logreg(graph, params, seed, features=cfg.get("logreg_features", "genes"))
+        fitted = fit_logreg(graph, params, seed, features=cfg["logreg_features"])
     else:
         fitted = FITTERS[name](graph, params, seed)
     te = graph["test_mask"].numpy()
@@ -135,7 +138,7 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     arch = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
     edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
     model = build_model(name, graph["x"].shape[1], len(graph["classes"]), edge_dim=edge_dim, **arch).to(device)
-    opt_name = params.get("optimizer", "adam")
+    opt_name = params["optimizer"]
     if opt_name not in OPTIMIZERS:
         raise CellgnnInputError(f"unknown optimizer '{opt_name}'", field=f"train.hyperparameters.{name}.optimizer",
                                 fix=f"use one of {sorted(OPTIMIZERS)}")
@@ -164,7 +167,7 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         va_x, va_y, va_ei, va_ea, va_mask = x, y, ei, ea, val_mask
     # class weights balance rare classes in the loss
     counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
-    weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg.get("class_weights", True) else None
+    weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg["class_weights"] else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
 
     def step(xb, eib, eab, yb, mb) -> float:
@@ -178,20 +181,20 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         opt.step()
         return float(loss.detach())
 
-    batching = cfg.get("batching", "full")
+    batching = cfg["batching"]
     if batching == "cluster":  # Cluster-GCN mini-batches over the training graph (cellgnn.batching)
         from .batching import ClusterBatches, pca_partition
 
         sub_pca = graph["pca"] if graph["graph_mode"] != "inductive" else graph["pca"][graph["train_mask"]]
-        num_parts = min(int(cfg.get("num_parts", 50)), tr_x.shape[0])
+        num_parts = min(int(cfg["num_parts"]), tr_x.shape[0])
         batches = ClusterBatches(tr_ei, pca_partition(sub_pca.numpy(), num_parts),
-                                 int(cfg.get("parts_per_batch", 10)), seed=seed)
+                                 int(cfg["parts_per_batch"]), seed=seed)
         tr_train = torch.ones(tr_x.shape[0], dtype=torch.bool, device=device) if tr_mask is None else tr_mask
 
     best = {"loss": float("inf"), "epoch": -1, "state": None}
     history = []
     start, resumed = 0, None
-    every = int(cfg.get("checkpoint_every", 10))
+    every = int(cfg["checkpoint_every"])
     key = _resume_key(graph, name, params, cfg, seed, edge_dim)
     if resume is not None and Path(resume).exists():
         state = _load_resume(resume, key)

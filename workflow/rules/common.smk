@@ -1,5 +1,5 @@
-# Helpers shared by the rule files. They validate the config, run the start-up checks, plan the
-# run (split units, models, optional stages), list outputs and constrain the wildcards.
+# Helpers of the workflow: config validation and start-up checks, the run's plan (split
+# units, models, optional stages), output lists and wildcard constraints.
 import re
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellgnn.config import EDGE_FEATURE_MODELS, resolve_run, validate_config  # noqa: E402
-from cellgnn.errors import CellgnnInputError  # noqa: E402
+from cellgnn.errors import CellgnnInputError, failure_report  # noqa: E402
 from cellgnn.preflight import preflight  # noqa: E402
 from cellgnn.provenance import git_state  # noqa: E402
 
@@ -18,7 +18,9 @@ try:
     PLAN = preflight(config, ".", CONFIG_SOURCE)
     RUN = resolve_run(config, PLAN, CONFIG_SOURCE)
 except CellgnnInputError as err:
-    raise WorkflowError(f"cellgnn: {err}") from None
+    # refused before any job: the one line (file, field, fix) is all the user sees
+    sys.stderr.write(f"cellgnn: {err}\n")
+    sys.exit(1)
 
 DATASET = config["dataset"]
 GIT_STATE = git_state(workflow.basedir)  # recorded by rule provenance
@@ -180,7 +182,9 @@ def summary_inputs(wildcards):
         "summary": f"results/{wildcards.dataset}/metrics/models_summary.csv",
         "calls": f"results/{wildcards.dataset}/metrics/calls.csv",
         "margins": f"results/{wildcards.dataset}/metrics/margins.csv",
+        "cell_types": f"results/{wildcards.dataset}/metrics/cell_types.csv",
         "qc": f"results/{wildcards.dataset}/qc.json",
+        "raw": f"results/{wildcards.dataset}/raw.h5ad",
     }
     produced = active_outputs()
     explain_run = f"results/{wildcards.dataset}/explain/run.json"

@@ -114,6 +114,7 @@ rule summary:
         "benchmarks/{dataset}/summary.tsv"
     params:
         notes=PLAN.notes,
+        control=config["explain"]["de_control"],
     conda:
         "../../envs/plots.yaml"
     script:

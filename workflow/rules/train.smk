@@ -38,6 +38,7 @@ rule collect_metrics:
         folds="results/{dataset}/metrics/folds.csv",
         calls="results/{dataset}/metrics/calls.csv",
         margins="results/{dataset}/metrics/margins.csv",
+        cell_types="results/{dataset}/metrics/cell_types.csv",
     log:
         "logs/{dataset}/collect_metrics.log",
     benchmark:

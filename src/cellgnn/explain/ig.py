@@ -37,8 +37,8 @@ class IGSettings:
     :func:`integrated_gradients`; ``progress`` shows a progress bar.
     """
 
-    n_steps: int = 32
-    max_steps: int = 512
+    n_steps: int = 8
+    max_steps: int = 256
     tolerance: float = 0.01
     batch_cells: int = 32
     max_floats: int = 2**27
@@ -46,10 +46,13 @@ class IGSettings:
     progress: bool = True
 
     @classmethod
-    def from_params(cls, ig: dict) -> IGSettings:
-        """Settings from the config's ``explain.ig`` section."""
-        return cls(n_steps=int(ig.get("n_steps", 32)), max_steps=int(ig.get("max_steps", 512)),
-                   tolerance=float(ig.get("tolerance", 0.01)), batch_cells=int(ig.get("batch_cells", 32)))
+    def from_params(cls, ig: dict | None) -> IGSettings:
+        """Settings from the config's ``explain.ig`` section (the schema's defaults for keys it lacks)."""
+        from ..config import settings
+
+        ig = settings("explain.ig", ig)
+        return cls(n_steps=int(ig["n_steps"]), max_steps=int(ig["max_steps"]), tolerance=float(ig["tolerance"]),
+                   batch_cells=int(ig["batch_cells"]))
 
 
 @dataclass

@@ -109,16 +109,18 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
     ``cell_types.csv``, ``ig_completeness.csv``, ``gnnexplainer_edges.csv``,
     ``edge_features.csv``, ``run.json``. Returns the run summary written to ``run.json``.
     """
+    from ..config import settings
     from ..design import resolve_control
 
-    methods = list(params.get("methods", METHODS))
+    params = settings("explain", params)
+    methods = list(params["methods"])
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise CellgnnInputError(f"unknown method(s) {unknown}", field="explain.methods", fix=f"use some of {list(METHODS)}")
     if any(not u.models for u in units) and any(m in methods for m in MODEL_METHODS):
         raise CellgnnInputError("no trained model checkpoint to explain", field="explain.model",
                                 fix="train the model named in explain.model first (rule train)")
-    if params.get("cells_from", "test") not in ("train", "val", "test", "all"):
+    if params["cells_from"] not in ("train", "val", "test", "all"):
         raise CellgnnInputError(f"unknown subset '{params.get('cells_from')}'", field="explain.cells_from",
                                 fix="use train, val, test or all")
     budgets = _cell_budgets(units, params)
@@ -126,8 +128,8 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
     out = _Tables()
     per_unit: list[pd.DataFrame] = []  # rankings averaged over the units
     pooled: dict[str, dict] = {"integrated_gradients": {}, "gnnexplainer": {}}  # method -> seed -> parts
-    min_cells = int(params.get("min_cells_per_group", 3))
-    control = resolve_control(sels[0].classes, params.get("de_control", "auto"))
+    min_cells = int(params["min_cells_per_group"])
+    control = resolve_control(sels[0].classes, params["de_control"])
     LOG.info("explaining %d %s cells of %d classes in %d split unit(s) with %s", sum(s.cells.size for s in sels),
              sels[0].subset, len(sels[0].explain_classes), len(units), methods)
     for i, (inp, sel) in enumerate(zip(units, sels)):
@@ -135,7 +137,7 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
         ig = _ig_setup(inp.graph, sel, params, control, min_cells, notes) if "integrated_gradients" in methods else None
         for seed, path in sorted(inp.models.items()):
             _explain_model(inp, sel, params, methods, seed, inp.load_model(path, inp.graph), ig, device, out,
-                           per_unit, pooled)
+                           per_unit, pooled, n_units=len(units))
         if "attention" in methods:
             _attention(inp, sel, notes, min_cells, per_unit)
         tr = inp.graph["train_mask"].numpy()
@@ -144,7 +146,7 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
                                     sel.cell_types, sel.explain_classes, min_cells)
         if "de_control" in methods and control not in sel.classes:
             notes.append(f"de_control: no control class among the classes (explain.de_control: "
-                         f"{params.get('de_control', 'auto')}); skipped")
+                         f"{params['de_control']}); skipped")
         elif "de_control" in methods:
             per_unit += de_rankings("de_control", control, sel.x[tr].numpy(), sel.y[tr], sel.ct[tr], sel.classes,
                                     sel.genes, sel.cell_types, sel.explain_classes, min_cells)
@@ -166,8 +168,8 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
 
 def _cell_budgets(units: list[ExplainInputs], params: dict) -> list[int]:
     """``explain.n_cells`` shared among the units in proportion to their explainable cells (0 = all)."""
-    n = int(params.get("n_cells", 0))
-    subset = params.get("cells_from", "test")
+    n = int(params["n_cells"])
+    subset = params["cells_from"]
     sizes = np.array([int(u.graph[f"{subset}_mask"].sum()) if subset != "all" else u.graph["x"].shape[0]
                       for u in units], dtype=float)
     if n == 0 or len(units) == 1:
@@ -214,15 +216,15 @@ def _pool_cells(pooled: dict, sel: _Selection, min_cells: int, out: _Tables) -> 
 def _select(g: dict, params: dict, n_cells: int) -> _Selection:
     """The explained classes and ``n_cells`` cells (``explain.classes``, ``cells_from``, ``seed``)."""
     classes, genes, cell_types = list(g["classes"]), list(g["genes"]), list(g["cell_types"])
-    explain_classes = resolve_classes(params.get("classes"), classes)
+    explain_classes = resolve_classes(params["classes"], classes)
     y = g["y"].numpy()
-    subset = params.get("cells_from", "test")
+    subset = params["cells_from"]
     masks = {"train": g["train_mask"], "val": g["val_mask"], "test": g["test_mask"],
              "all": torch.ones_like(g["train_mask"])}
     if subset not in masks:
         raise CellgnnInputError(f"unknown subset '{subset}'", field="explain.cells_from", fix="use train, val, test or all")
     keep = masks[subset].numpy() & np.isin(y, [classes.index(c) for c in explain_classes])
-    cells = select_cells(keep, y, n_cells, np.random.default_rng(int(params.get("seed", 0))))
+    cells = select_cells(keep, y, n_cells, np.random.default_rng(int(params["seed"])))
     return _Selection(classes, genes, cell_types, explain_classes, g["x"].float(), y, g["cell_type"].numpy(),
                       subset, cells)
 
@@ -230,14 +232,14 @@ def _select(g: dict, params: dict, n_cells: int) -> _Selection:
 def _ig_setup(g: dict, sel: _Selection, params: dict, control: str | None, min_cells: int, notes: list[str]) -> _IGSetup:
     """``explain.ig``: the baseline (mean control cell of the donor and cell type, of the cell
     type, or zeros) and the explained score (log-odds against the control, or the logit)."""
-    ig_p = params.get("ig", {}) or {}
+    ig_p = params["ig"]
     setup = _IGSetup(IGSettings.from_params(ig_p))
     ctrl = sel.classes.index(control) if control in sel.classes else None
-    baseline, target = ig_p.get("baseline", "control_donor"), ig_p.get("target", "contrast")
+    baseline, target = ig_p["baseline"], ig_p["target"]
     uses_control = baseline in ("control", "control_donor")
     if uses_control and ctrl is None:
         notes.append(f"integrated_gradients: no control class among the classes (explain.de_control: "
-                     f"{params.get('de_control', 'auto')}); zero baseline used")
+                     f"{params['de_control']}); zero baseline used")
     elif uses_control:
         n_types = len(sel.cell_types)
         setup.reference = control_reference(sel.x, sel.y, sel.ct, g["train_mask"].numpy(), ctrl, n_types)
@@ -254,12 +256,13 @@ def _ig_setup(g: dict, sel: _Selection, params: dict, control: str | None, min_c
 
 def _explain_model(inp: ExplainInputs, sel: _Selection, params: dict, methods: list[str], seed: int,
                    model: torch.nn.Module, ig: _IGSetup | None, device, out: _Tables,
-                   rankings: list[pd.DataFrame], pooled: dict) -> None:
-    """The methods that read one trained graph model (seed ``seed``) of one unit: IG and GNNExplainer
-    (per-cell results added to ``pooled``), weights (a ranking added to ``rankings``)."""
+                   rankings: list[pd.DataFrame], pooled: dict, n_units: int = 1) -> None:
+    """The methods that read one trained graph model (seed ``seed``) of one of ``n_units`` units: IG
+    and GNNExplainer (per-cell results added to ``pooled``; GNNExplainer's ``cells_per_class`` is
+    shared by the units), weights (a ranking added to ``rankings``)."""
     g, cells, y, ct = inp.graph, sel.cells, sel.y, sel.ct
     ea = inp.edge_features["edge_attr"].float() if inp.edge_features is not None else None  # ignored without
-    hops = params.get("num_hops") or None
+    hops = params["num_hops"] or None
     unit = g.get("unit", g["split_mode"])
     if "integrated_gradients" in methods:
         res = integrated_gradients(model, sel.x, g["edge_index"], cells, y[cells], ct, len(sel.cell_types),
@@ -272,11 +275,12 @@ def _explain_model(inp: ExplainInputs, sel: _Selection, params: dict, methods: l
         LOG.info("seed %s: weight magnitudes from %s", seed, name)
         rankings.append(long_scores("weights", seed, CLASS_AGNOSTIC, CLASS_AGNOSTIC, w))
     if "gnnexplainer" in methods:
-        gp = params.get("gnnexplainer", {})
-        few = per_class_sample(cells, y, sel.explain_classes, sel.classes, int(gp.get("cells_per_class", 3)),
-                               np.random.default_rng(int(params.get("seed", 0))))
+        gp = params["gnnexplainer"]
+        few = per_class_sample(cells, y, sel.explain_classes, sel.classes,
+                               max(1, round(int(gp["cells_per_class"]) / n_units)),
+                               np.random.default_rng(int(params["seed"])))
         fm, edges = gnnexplainer_masks(model, sel.x, g["edge_index"], few, y[few], edge_attr=ea, num_hops=hops,
-                                       epochs=int(gp.get("epochs", 200)), lr=float(gp.get("lr", 0.01)),
+                                       epochs=int(gp["epochs"]), lr=float(gp["lr"]),
                                        seed=int(seed), device=device)
         out.gnnexplainer_edges.append(edges.assign(seed=seed, unit=unit))
         pooled["gnnexplainer"].setdefault(seed, []).append((fm, y[few], ct[few]))
@@ -317,7 +321,7 @@ def _write_tables(units: list[ExplainInputs], sels: list[_Selection], params: di
 
     inp, sel = units[0], sels[0]
     all_rank = pd.concat(out.rankings, ignore_index=True)
-    write_csv(top_genes_table(all_rank, sel.genes, int(params.get("top_k", 50))), out_dir / "genes.csv")
+    write_csv(top_genes_table(all_rank, sel.genes, int(params["top_k"])), out_dir / "genes.csv")
     scores, summary, by_ct = pd.DataFrame(columns=SCORE_COLUMNS), pd.DataFrame(), []
     by_class, truth_ct, truth = truth_sets(inp.truth, params, sel.classes, sel.genes, sel.explain_classes)
     if truth is not None:
@@ -377,6 +381,7 @@ def run_explain(graph_paths: list[str], raw_path: str, models: list[str], out_di
     """The explain rule: read each split unit's graph (``.../graph/<unit>.pt``), edge features
     (``.../edge_features/<unit>.pt``) and checkpoints (``.../models/<unit>/<model>/seed<k>/model.pt``)
     and the truth, run :func:`write_explanations` and write its tables to ``out_dir``."""
+    from ..config import settings
     from ..edge_features import load_edge_features
     from ..graph import load_graph
     from ..utils import get_device, seed_everything
@@ -387,7 +392,7 @@ def run_explain(graph_paths: list[str], raw_path: str, models: list[str], out_di
         def load_model(path, graph):
             return _load(path, graph)[0]
 
-    seed_everything(int(params.get("seed", 0)))
+    seed_everything(int(settings("explain", params)["seed"]))
     truth = read_ground_truth(raw_path)
     single = len(graph_paths) == 1
     units = []

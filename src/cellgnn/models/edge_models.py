@@ -119,7 +119,7 @@ class GATEF(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 8, heads: int = 8,
                  attn_dropout: float = 0.4, set_dim: int = 8, set_heads: int = 2, set_block: str = "sab",
-                 num_inds: int = 16, max_scores: int = 2**18, residual: bool = False):
+                 num_inds: int = 16, max_scores: int = 2**18, residual: bool = True):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_ef needs edge_dim >= 1 (edge features)")
@@ -148,7 +148,7 @@ class GATEdge(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_classes: int, edge_dim: int, hidden: int = 8, heads: int = 8,
-                 attn_dropout: float = 0.4, residual: bool = False):
+                 attn_dropout: float = 0.4, residual: bool = True):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_edge needs edge_dim >= 1 (edge features)")
