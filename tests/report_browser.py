@@ -23,9 +23,11 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
          "--disable-extensions", "--disable-default-apps", "--mute-audio", "--enable-logging=stderr", "--v=0"]
-# text that means the page or one of its scripts failed (captions may say "error bars")
+# text that means the page or one of its scripts failed (captions may say "error bars"), or that
+# docutils could not render a caption's reStructuredText ("System Message: WARNING/2 ...")
 ERROR_PATTERNS = re.compile(r"Traceback|Exception|Uncaught|SyntaxError|TypeError|ReferenceError|"
-                            r"\bError:|\berror:|failed to load|Not Found|Cannot read|undefined is not",
+                            r"\bError:|\berror:|failed to load|Not Found|Cannot read|undefined is not|"
+                            r"System Message|(?:WARNING|ERROR|SEVERE)/\d",
                             re.IGNORECASE)
 # injected into a copy of the report: show one result, with its caption, as a click on it does
 SHOW_RESULT = """
@@ -67,9 +69,13 @@ def render(report: str | Path, png: str | Path, figure: str | None = None, size:
         if figure is not None:
             page = Path(tmp) / "page.html"
             script = SHOW_RESULT % {"suffix": repr(figure), "suffix_text": html.escape(figure)}
-            page.write_text(report.read_text().replace("</body>", script + "</body>", 1))
+            text = report.read_text()
+            end = text.rindex("</body>")  # the page's own; its scripts' strings may hold others
+            page.write_text(text[:end] + script + text[end:])
         url = page.resolve().as_uri()
-        common = [f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}"]
+        # --timeout: a wall-clock stop beside the virtual-time budget (--dump-dom of a result's page can
+        # otherwise wait for ever)
+        common = [f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}", f"--timeout={3 * budget_ms}"]
         shot = _run([*common, f"--screenshot={Path(png).resolve()}", url], timeout)
         if shot.returncode != 0 or not Path(png).exists():
             raise RuntimeError(f"chromium could not render {url}: {shot.stderr[-2000:]}")

@@ -186,14 +186,16 @@ def test_results_file_is_a_scanpy_anndata_with_held_out_calls(tiny_run, tmp_path
     # tables, attributions against the planted truth, provenance
     pd.testing.assert_frame_equal(meta["models_summary"].reset_index(drop=True)[["model", "split", "macro_f1_mean"]],
                                   pd.read_csv(res / "metrics" / "models_summary.csv")[["model", "split", "macro_f1_mean"]])
+    assert len(meta["cell_type_response"]) == len(pd.read_csv(res / "metrics" / "cell_types.csv")) > 0
     from cellgnn.results import attributions
 
     ig = attributions(adata, "integrated_gradients")
     truth = attributions(adata, "truth")
     shared = [c for c in ig.columns if c in truth.columns]
     assert shared and truth[shared].to_numpy().sum() > 0
-    top = ig[shared[0]].dropna().sort_values(ascending=False).index[:5]
-    assert truth.loc[top, shared[0]].mean() > 0.2  # the planted genes come first
+    # the planted genes come first: share of planted genes among each class's top 5 (chance: 10 of ~500 genes)
+    hits = [truth.loc[ig[c].dropna().nlargest(5).index, c].mean() for c in shared if " | " not in c]
+    assert hits and np.mean(hits) > 0.3, hits
     assert set(meta["explain"]["cell_types"]["cell_type"]) == set(adata.obs["cell_type"].astype(str))
     record = json.loads((res / "provenance" / "provenance.json").read_text())
     assert meta["provenance"]["git_commit"] == record["git"]["commit"]
@@ -221,4 +223,4 @@ def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
         assert share < 0.95 and spread > 10, (png, share, spread)
         assert error_lines(page) == [], (png, error_lines(page))
     assert "predicts the disease state" in main.text
-    assert "UMAP of the preprocessed cells" in figure.text and "umap.png" in figure.text
+    assert "UMAP of all preprocessed cells" in figure.text and "umap.png" in figure.text

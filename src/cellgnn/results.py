@@ -321,8 +321,9 @@ def run_results(inputs: dict, out: str, held_out_mode: str, metric: str, graph: 
     """Rule results: ``cellgnn.h5ad`` from the preprocessed AnnData, the figures' UMAP, the held-out
     predictions and metrics tables, the explain tables (when ``inputs`` has ``genes``) and the
     provenance. inputs: paths keyed ``adata``, ``embedding``, ``predictions`` (list), ``models``,
-    ``summary``, ``folds``, ``calls``, ``margins``, ``config``, ``provenance`` and, with explanations,
-    ``genes``, ``scores``, ``scores_by_cell_type``, ``scores_summary``, ``cell_types``, ``explain_run``.
+    ``summary``, ``folds``, ``calls``, ``margins``, ``response`` (``metrics/cell_types.csv``), ``config``,
+    ``provenance`` and, with explanations, ``genes``, ``scores``, ``scores_by_cell_type``,
+    ``scores_summary``, ``cell_types`` (``explain/``), ``explain_run``.
     graph, seed: the config's ``graph`` section and ``seed`` (the kNN graph of :mod:`cellgnn.neighbors`,
     as rule umap_embedding built it); explain: the ``explain`` section (gene-set truth)."""
     from .io import read_h5ad
@@ -338,14 +339,14 @@ def run_results(inputs: dict, out: str, held_out_mode: str, metric: str, graph: 
     neighbors(adata, k=graph["k"], n_pcs=graph["n_pcs"], metric=graph["metric"], method=graph["knn_method"],
               seed=seed, n_jobs=n_jobs, ann_threshold=graph.get("ann_threshold"))
 
-    read = {k: read_table(inputs[k]) for k in ("models", "summary", "folds", "calls", "margins")}
+    read = {k: read_table(inputs[k]) for k in ("models", "summary", "folds", "calls", "margins", "response")}
     best = best_model(read["summary"], read["margins"], held_out_mode, metric)
     add_predictions(adata, read_held_out(list(inputs["predictions"]), held_out_mode), best, held_out_mode)
     add_calls(adata, read["calls"], best, held_out_mode)
     meta = _uns(adata)
     meta["metric"] = metric
     add_tables(adata, {"models": read["models"], "models_summary": read["summary"], "folds": read["folds"],
-                       "calls": read["calls"], "margins": read["margins"]})
+                       "calls": read["calls"], "margins": read["margins"], "cell_type_response": read["response"]})
     if "genes" in inputs:
         add_explanations(adata, Path(inputs["genes"]).parent, explain or {})
     with open(inputs["config"]) as fh:

@@ -224,7 +224,7 @@ def results_inputs(wildcards):
         "provenance": f"{d}/provenance/provenance.json",
     }
     for name, f in (("models", "models"), ("summary", "models_summary"), ("folds", "folds"), ("calls", "calls"),
-                    ("margins", "margins")):
+                    ("margins", "margins"), ("response", "cell_types")):
         inputs[name] = f"{d}/metrics/{f}.csv"
     if RUN["explain"]["run"]:
         for name, f in (("genes", "genes.csv"), ("scores", "ground_truth_scores.csv"),
