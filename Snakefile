@@ -33,6 +33,7 @@ include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/results.smk"
 
 
 onerror:

@@ -87,8 +87,9 @@ EXPLAINABLE = ("gat", "gat_ef", "gat_edge", "gcn", "gcn_ef", "mlp", "scanna")
 HELD_OUT_ORDER = ("donor_cv", "donors", "cells")
 
 
-def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
-    """Fill defaults into ``cfg`` (in place) and validate it; return it."""
+def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config", semantic: bool = True) -> dict:
+    """Fill defaults into ``cfg`` (in place) and validate it against the schema and (``semantic``) the
+    checks across sections; return it."""
     schema = load_schema(schema_path)
     errors = sorted(DefaultValidator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -102,7 +103,8 @@ def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "
             fix = f"see the allowed values for '{key}' in {schema_path}"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise CellgnnInputError(e.message + more, file=source, field=key, fix=fix)
-    _semantic_checks(cfg, source)
+    if semantic:
+        _semantic_checks(cfg, source)
     return cfg
 
 

@@ -155,7 +155,27 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
         parts_ei.append(nodes[ei])
         parts_w.append(w)
     edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))
+    return assemble_graph(adata, split, edge_index, edge_weight, cfg, unit, seed, pca=pca, embedding=embedding)
 
+
+def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray, edge_weight: np.ndarray, cfg: dict,
+                   unit: str, seed: int, pca: np.ndarray | None = None, embedding: np.ndarray | None = None) -> dict:
+    """The graph dict of the contract from the cells' ``split`` (``train``/``val``/``test`` ``[N]``) and
+    their sorted edges (``edge_index [2, E]``, ``edge_weight [E]``): node features min-max scaled on
+    the training cells, labels, masks and names. cfg: the ``graph`` section (``n_pcs``,
+    ``graph_mode``, ``self_loops``, ``batch_correction``, ``donor_standardize``, ``features``,
+    ``node_features``). pca: the ``[N, n_pcs]`` PCA after batch correction (computed from
+    ``obsm["X_pca"]`` when None); embedding: the pretrain stage's ``[N, D]`` embedding when
+    ``node_features`` is ``pretrain``."""
+    from .config import settings
+
+    cfg = settings("graph", cfg)
+    mode, fold = parse_unit(unit)
+    n = adata.n_obs
+    donor_of_cell = adata.obs["donor"].astype(str).to_numpy()
+    if pca is None:
+        pca = correct_batches(np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32),
+                              donor_of_cell, cfg["batch_correction"], seed)
     if cfg["node_features"] == "pretrain":
         X = np.asarray(embedding, dtype=np.float32)
         genes = [f"pretrain_{i}" for i in range(X.shape[1])]
@@ -163,7 +183,7 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
         X = (adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)).astype(np.float32)
         genes = [str(g) for g in adata.var_names]
     if cfg["donor_standardize"]:
-        X = standardize_per_donor(X, donors)
+        X = standardize_per_donor(X, donor_of_cell)
     train = split == "train"
     lo, hi = X[train].min(axis=0), X[train].max(axis=0)
     rng_ = np.where(hi > lo, hi - lo, 1.0)
