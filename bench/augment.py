@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from cellgnn.augment.activa import generate  # noqa: E402
 from cellgnn.augment.data import (library_normalize, load_expression, resolve_population,  # noqa: E402
                                   split_masks, top_variable_genes)
-from cellgnn.augment.evaluate import (PcaSpace, evaluate_synthetic, mean_ci, rf_auc,  # noqa: E402
-                                      separating_features)
+from cellgnn.augment.evaluate import PcaSpace, evaluate_synthetic, rf_auc, separating_features  # noqa: E402
 from cellgnn.augment.stage import configs_from, scgan_cells, train_generators  # noqa: E402
+from cellgnn.stats import t_interval  # noqa: E402
 from cellgnn.utils import seed_everything, set_threads  # noqa: E402
 
 
@@ -197,6 +197,12 @@ def auc_curve(d: dict, aug: dict, seed: int, every: int, args) -> dict[str, list
     act.fit(lambda m: point("ACTIVA", act, generate(m, len(x_va), seed=seed)), progress=False)
     gan.fit(lambda g: point("scGAN", gan, scgan_cells(g, len(x_va), seed, gan_lib, ts)), progress=False)
     return out
+
+
+def mean_ci(values) -> dict:
+    """Mean and 95% t-interval over seeds (no interval for one seed: :mod:`cellgnn.stats`)."""
+    ci = t_interval(values)
+    return {"mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": len(values)}
 
 
 def _fmt(ci: dict, digits: int = 3) -> str:

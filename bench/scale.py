@@ -261,14 +261,12 @@ def _warm_up_pynndescent(seed: int) -> None:
 
 def plot(results: list[dict], out_dir: Path) -> dict:
     """Log–log time and memory vs cells per stage; returns {stage: {time_slope, mem_slope}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from cellgnn.figstyle import colour, pyplot, save_figure
+
+    plt = pyplot()
     stages = [s for s in results[0]["stages"] if s != "simulate"]
-    colors = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
     cells = np.array([r["cells"] for r in results], dtype=float)
     slopes = {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -278,7 +276,7 @@ def plot(results: list[dict], out_dir: Path) -> dict:
         st = float(np.polyfit(np.log10(cells), np.log10(np.maximum(t, 1e-3)), 1)[0]) if len(cells) > 1 else float("nan")
         sm = float(np.polyfit(np.log10(cells), np.log10(m), 1)[0]) if len(cells) > 1 else float("nan")
         slopes[s] = {"time_slope": round(st, 3), "mem_slope": round(sm, 3)}
-        style = dict(color=colors[i % len(colors)], marker="os^vD<>p"[i % 8], ls="--" if s == "scanpy_neighbors" else "-")
+        style = dict(color=colour(i), marker="os^vD<>p"[i % 8], ls="--" if s == "scanpy_neighbors" else "-")
         axes[0].loglog(cells, t, label=f"{s} (slope {st:.2f})", **style)
         axes[1].loglog(cells, m, label=f"{s} (slope {sm:.2f})", **style)
     axes[0].set(xlabel="cells", ylabel="wall time (s)", title="Time per stage")
@@ -288,9 +286,7 @@ def plot(results: list[dict], out_dir: Path) -> dict:
         ax.legend(fontsize=7)
     fig.suptitle(f"cellgnn scale benchmark ({results[0]['genes']} genes, {results[0]['threads']} threads)")
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"scale.{ext}", dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_dir / "scale")
     return slopes
 
 

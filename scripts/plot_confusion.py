@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.plots import figure_confusion  # noqa: E402
+from cellgnn.plots import run_confusion_matrix  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    figure_confusion(smk.input.models, list(smk.input.predictions), smk.params.split, smk.output.png, smk.output.pdf)
+    run_confusion_matrix(smk.input.models, list(smk.input.predictions), smk.params.split, smk.output.png, smk.output.pdf)
 
 
 run_rule(main, snakemake)  # noqa: F821

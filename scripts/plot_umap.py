@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.plots import figure_umap  # noqa: E402
+from cellgnn.plots import run_umap  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    figure_umap(smk.input.adata, smk.input.embedding, smk.input.models, list(smk.input.predictions),
+    run_umap(smk.input.adata, smk.input.embedding, smk.input.models, list(smk.input.predictions),
                 smk.params.split, smk.output.png, smk.output.pdf)
 
 

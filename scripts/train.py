@@ -1,16 +1,16 @@
-"""Rule train: fit one model on one split mode with one seed; test metrics + predictions."""
+"""Rule train: fit one model on one split unit with every seed; test metrics + predictions per seed."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.train import run_training  # noqa: E402
+from cellgnn.train import run_train  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_training(smk.input.graph, smk.wildcards.model, int(smk.wildcards.seed), smk.params.train,
-                 smk.params.device, smk.output, edge_features=smk.input.get("edge_features"))
+    run_train(smk.input.graph, smk.wildcards.model, smk.params.seeds, smk.params.train, smk.params.device,
+                 smk.output, edge_features=smk.input.get("edge_features"))
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821
 
-from cellgnn.plots import write_umap_embedding  # noqa: E402
+from cellgnn.plots import run_umap_embedding  # noqa: E402
 from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    write_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed)
+    run_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -41,8 +41,9 @@ def make_graph(n: int = 60, genes: int = 12, k: int = 4, n_types: int = 3, n_don
     y = torch.as_tensor((ct + donor) % 2, dtype=torch.long)
     return {"x": torch.tensor(xs, dtype=torch.float32), "pca": torch.tensor(pca), "y": y,
             "edge_index": ei, "edge_weight": ew, "train_mask": train, "val_mask": val, "test_mask": test,
-            "donor": torch.as_tensor(donor), "cell_type": torch.as_tensor(ct),
+            "donor": torch.as_tensor(donor), "sample": torch.as_tensor(donor), "cell_type": torch.as_tensor(ct),
             "classes": ["a", "b"], "donors": [f"d{i}" for i in range(n_donors)],
+            "samples": [f"d{i}" for i in range(n_donors)],
             "cell_types": [f"t{i}" for i in range(n_types)], "cell_ids": [f"c{i}" for i in range(n)],
             "genes": [f"g{i}" for i in range(genes)], "split_mode": "cells", "graph_mode": "transductive",
             "self_loops": self_loops, "seed": seed}

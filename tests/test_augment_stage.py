@@ -13,7 +13,7 @@ from _augment_toy import toy_cells, toy_counts
 from cellgnn.augment.activa import ActivaConfig
 from cellgnn.augment.data import (library_normalize, load_expression, resolve_population, sample_counts,
                                   split_masks)
-from cellgnn.augment.evaluate import (correlation_discrepancy, marker_genes, mean_ci, mmd_pcs, rf_auc,
+from cellgnn.augment.evaluate import (PcaSpace, correlation_discrepancy, marker_genes, mmd_pcs, rf_auc,
                                       separating_features)
 from cellgnn.augment.gan import GanConfig, GanTrainer, generate_gan
 from cellgnn.augment.rare import RareConfig, rare_population_experiment, summarize_rare
@@ -91,11 +91,6 @@ def test_mmd_and_correlation_discrepancy():
     assert set(genes.tolist()) <= set(range(12)) and len(genes) == 6  # markers are the planted blocks
     assert correlation_discrepancy(x, x, genes) == 0
     assert correlation_discrepancy(x, x[:, ::-1].copy(), genes) > 0
-
-
-def test_mean_ci():
-    r = mean_ci([1.0, 2.0, 3.0])
-    assert r["mean"] == 2.0 and r["ci_low"] == pytest.approx(2 - 4.302653 / np.sqrt(3), rel=1e-5)
 
 
 def test_gan_outputs_library_size_and_keeps_best_epoch():

@@ -221,7 +221,7 @@ def test_split_without_some_class():
                         "donor": [f"d{(i // 2) % 4}" for i in range(60)] + ["d0"] * 6})
     with pytest.raises(CellgnnInputError) as e:
         split_cells(obs, "donors", {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
-    assert "split has no cells of class(es) ['rare']" in clear(e, field="graph.split_modes")
+    assert "class 'rare' occurs in one donor only" in clear(e, field="graph.split_modes")
 
 
 def test_class_too_small_for_three_splits():
@@ -232,7 +232,7 @@ def test_class_too_small_for_three_splits():
 
 
 def test_training_refuses_graph_with_test_split_lacking_a_class(graphs, tmp_path):
-    from cellgnn.train import run_training
+    from cellgnn.train import run_train
 
     g = dict(graphs["cells"])
     y = g["y"]
@@ -242,7 +242,7 @@ def test_training_refuses_graph_with_test_split_lacking_a_class(graphs, tmp_path
     save_graph(g, path)
     out = tmp_path / "models"
     with pytest.raises(CellgnnInputError) as e:
-        run_training(str(path), "mlp", 0, {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out))
+        run_train(str(path), "mlp", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out))
     assert g["classes"][0] in clear(e, file=path, field="test_mask")
     nothing_written(out)
 
@@ -293,9 +293,10 @@ def test_more_threads_than_cpus(tmp_path):
             run_rule(lambda s: ran.append(1), smk)
     finally:
         sys.stderr = stderr
-    msg = str(e.value.code)
-    assert "threads asked for" in msg and "field 'threads'" in msg and "--cores" in msg and not ran
-    assert "threads asked for" in (tmp_path / "logs" / "job.log").read_text()
+    assert e.value.code == 1 and not ran
+    lines = [ln for ln in (tmp_path / "logs" / "job.log").read_text().splitlines() if "threads asked for" in ln]
+    assert len(lines) == 1, lines  # once, as the failure report finds it
+    assert lines[0].startswith("cellgnn: ") and "field 'threads'" in lines[0] and "--cores" in lines[0]
 
 
 def test_more_gpus_than_visible():
@@ -308,8 +309,8 @@ def test_more_gpus_than_visible():
 
 # ---------------------------------------------------------------- checkpoints and stage files
 def _outputs(folder: Path):
-    return SimpleNamespace(model=str(folder / "model.pt"), metrics=str(folder / "metrics.json"),
-                           predictions=str(folder / "predictions.csv"))
+    return SimpleNamespace(model=[str(folder / "model.pt")], metrics=[str(folder / "metrics.json")],
+                           predictions=[str(folder / "predictions.csv")])
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +360,7 @@ def test_truncated_graph_file(graphs, tmp_path):
 
 
 def test_edge_features_of_another_graph(graphs, tmp_path):
-    from cellgnn.train import run_training
+    from cellgnn.train import run_train
 
     gpath = tmp_path / "cells.pt"
     save_graph(graphs["cells"], gpath)
@@ -370,7 +371,7 @@ def test_edge_features_of_another_graph(graphs, tmp_path):
     torch_save(ef, efpath)
     out = tmp_path / "models"
     with pytest.raises(CellgnnInputError) as e:
-        run_training(str(gpath), "gat_ef", 0, {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out),
+        run_train(str(gpath), "gat_ef", [0], {"max_epochs": 2, "patience": 2}, "cpu", _outputs(out),
                      edge_features=str(efpath))
     clear(e, file=efpath)
     nothing_written(out)
@@ -378,8 +379,10 @@ def test_edge_features_of_another_graph(graphs, tmp_path):
 
 # ---------------------------------------------------------------- the real workflow
 def test_workflow_refuses_corrupt_h5ad_with_one_clear_message(tmp_path):
+    """Refused when Snakemake starts (its obs cannot be read), before any job."""
     path = tmp_path / "study.h5ad"
     _truncated(path)
+    before = path.read_bytes()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"dataset": "broken", "data": {"source": "file", "file": {"path": str(path)}},
                                    "graph": {"split_modes": ["cells"]}}))
@@ -387,6 +390,7 @@ def test_workflow_refuses_corrupt_h5ad_with_one_clear_message(tmp_path):
                     "results/broken/raw.h5ad", check=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert f"cellgnn: {path}: cannot read as .h5ad" in out and "Fix:" in out, out[-3000:]
-    assert list((tmp_path / "results").rglob("*.h5ad")) == []  # no raw.h5ad, no temp file
-    assert path.exists()  # the input is never touched
+    assert f"cellgnn: {path}: cannot read obs" in out and "truncated or not an AnnData" in out and "Fix:" in out, \
+        out[-3000:]
+    assert not (tmp_path / "results").exists()  # nothing written
+    assert path.read_bytes() == before  # the input is never touched

@@ -17,8 +17,10 @@ def default():
 def test_default_config_is_valid_and_defaults_filled():
     cfg = validate_config({})
     assert cfg["dataset"] == "demo" and cfg["graph"]["k"] == 12 and cfg["data"]["keys"]["label"] == "label"
+    assert cfg["graph"]["split_modes"] == ["cells", "donor_cv"] and cfg["explain"]["model"] == "auto"
+    assert cfg["train"]["hyperparameters"]["gat"]["lr"] == 0.005  # every model's settings filled from the schema
     full = validate_config(default())
-    assert full["train"]["models"] == ["logreg", "mlp", "gcn", "gat", "gat_ef", "scanna"]
+    assert full["train"]["models"] == ["logreg", "logreg_cv", "mlp", "gcn", "gat", "gat_ef", "scanna"]
 
 
 def test_every_config_file_is_valid():
@@ -58,8 +60,10 @@ def test_checking_a_config_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, yaml; from cellgnn.config import validate_config; "
-            "validate_config(yaml.safe_load(open('config/config.yaml'))); "
+    code = ("import sys, yaml; from cellgnn.config import validate_config, resolve_run; "
+            "from cellgnn.preflight import preflight; "
+            "cfg = validate_config(yaml.safe_load(open('config/config.yaml'))); "
+            "resolve_run(cfg, preflight(cfg)); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})

@@ -41,7 +41,8 @@ def test_data_rule_downloads_samplesheet_and_keeps_files_on_failure(tmp_path):
         (tmp_path / "s.tsv").write_text("sample\turl\tcondition\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
         cfg = {"dataset": "t", "data": {"source": "samplesheet", "samplesheet": {"path": "s.tsv"},
                                         "download": {"backoff": 0.01, "retries": 1, "progress": False},
-                                        "keys": {"cell_type": None}}}
+                                        "keys": {"cell_type": None}},
+               "graph": {"split_modes": ["cells"]}}  # one donor per class: only the cells split applies
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
         res = _snakemake(tmp_path, "results/t/raw.h5ad")
         assert res.returncode == 0, res.stderr[-3000:]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from edgefeat_fixtures import make_graph
 
-from cellgnn.models.edge_models import GATEF, GCNEF, GATEdge, complete_self_loops, incident_edge_sets
+from cellgnn.models.edge_models import GATEF, GCNEF, EdgeIndex, GATEdge, complete_self_loops
 from cellgnn.models.set_transformer import ISAB, PMA, SAB, SetEncoder
 
 
@@ -42,11 +42,12 @@ def test_sab_isab_are_equivariant():
 def test_incident_edge_sets_layout():
     ei = torch.tensor([[1, 2, 0, 0, 1], [0, 0, 1, 2, 1]])
     ea = torch.arange(5, dtype=torch.float32).view(5, 1)
-    sets, mask = incident_edge_sets(ei, ea, 4)
+    index = EdgeIndex(ei, 4)
+    sets, mask = index.sets(ea, torch.arange(4))
     assert sets.shape == (4, 2, 1)
     assert sets[0, :, 0].tolist() == [0, 1] and sets[1, :, 0].tolist() == [2, 4]
     assert mask.tolist() == [[True, True], [True, True], [True, False], [False, False]]
-    sub, m = incident_edge_sets(ei, ea, 4, nodes=torch.tensor([2, 1]))
+    sub, m = index.sets(ea, torch.tensor([2, 1]))
     assert sub[:, :, 0].tolist() == [[3, 0], [2, 4]] and m.tolist() == [[True, False], [True, True]]
 
 

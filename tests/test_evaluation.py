@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from cellgnn.errors import CellgnnInputError
-from cellgnn.evaluation import ablation_table, evaluate, paired_comparison, summarize
+from cellgnn.evaluation import ablation_table, paired_comparison, run_evaluate
 
 
 def _df():
@@ -38,12 +38,7 @@ def test_ablation_table_signs():
     assert abl.loc["curvature", "mean_diff"] == 0 and abl.loc["curvature", "p_value"] == 1.0
 
 
-def test_summarize_has_intervals():
-    s = summarize(_df()).set_index("model")
-    assert s.loc["gat", "n_seeds"] == 3 and s.loc["gat", "macro_f1_ci_low"] < s.loc["gat", "macro_f1"]
-
-
-def test_evaluate_writes_tables_and_figure(tmp_path):
+def test_run_evaluate_writes_tables_and_figure(tmp_path):
     import json
 
     df = _df()
@@ -55,7 +50,7 @@ def test_evaluate_writes_tables_and_figure(tmp_path):
         f.write_text(json.dumps({"model": r.model, "split": r.split, "seed": int(r.seed),
                                  "test": {m: r[m] for m in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}}))
         files.append(str(f))
-    evaluate(str(p), files, str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "fig.png"))
+    run_evaluate(str(p), files, str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "fig.png"))
     assert len(pd.read_csv(tmp_path / "c.csv")) == 2
     abl = pd.read_csv(tmp_path / "a.csv").set_index("group")
     assert abl.loc["node2vec", "mean_diff"] == pytest.approx(-0.05)
@@ -66,8 +61,8 @@ def test_evaluate_bad_input(tmp_path):
     p = tmp_path / "models.csv"
     _df().drop(columns=["macro_f1"]).to_csv(p, index=False)
     with pytest.raises(CellgnnInputError, match="missing columns"):
-        evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
+        run_evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
     _df()[lambda d: d.model != "gat_ef"].to_csv(p, index=False)
     with pytest.raises(CellgnnInputError, match="no rows for model"):
-        evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
+        run_evaluate(str(p), [], str(tmp_path / "c.csv"), str(tmp_path / "a.csv"), str(tmp_path / "f.png"))
     assert not (tmp_path / "c.csv").exists()

@@ -56,8 +56,9 @@ def planted_graph(n=360, seed=0, strength=0.5):
     graph = {"x": torch.from_numpy(x), "y": torch.from_numpy(y).long(),
              "edge_index": torch.from_numpy(pairs.T.copy()).long(),
              "edge_weight": torch.ones(len(pairs)), "cell_type": torch.from_numpy(ct).long(),
-             "donor": torch.zeros(y.size, dtype=torch.long), **{k: torch.from_numpy(v) for k, v in masks.items()},
-             "classes": CLASSES, "genes": genes, "cell_types": CELL_TYPES, "donors": ["d0"],
+             "donor": torch.zeros(y.size, dtype=torch.long), "sample": torch.zeros(y.size, dtype=torch.long),
+             **{k: torch.from_numpy(v) for k, v in masks.items()},
+             "classes": CLASSES, "genes": genes, "cell_types": CELL_TYPES, "donors": ["d0"], "samples": ["d0"],
              "cell_ids": [f"c{i}" for i in range(y.size)], "split_mode": "cells", "graph_mode": "transductive",
              "self_loops": True, "seed": seed}
     rows = [(CLASSES[c], t, genes[gi], 1.0) for c, gs in planted.items() for t in CELL_TYPES for gi in gs]
@@ -221,6 +222,16 @@ def test_method_margins_pair_seeds_and_set_deterministic_methods_against_each_se
     assert m.loc["de", "low"] < 0.25 < m.loc["de", "high"]
 
 
+def test_summarize_scores_gives_no_interval_for_a_deterministic_method():
+    scores = pd.DataFrame({"method": ["ig"] * 4 + ["de"] * 2, "class": ["a", "b"] * 3,
+                           "seed": [0, 0, 1, 1, np.nan, np.nan],
+                           "precision_at_k": [0.9, 0.7, 1.0, 0.8, 0.6, 0.6], "auprc": [0.5] * 6})
+    s = ex.summarize_scores(scores).set_index("method")
+    assert list(s.index) == ["ig", "de"] and s.loc["ig", "n_seeds"] == 2 and s.loc["de", "n_seeds"] == 1
+    assert s.loc["ig", "precision_at_k_low"] < 0.85 < s.loc["ig", "precision_at_k_high"]
+    assert s.loc["de", "precision_at_k"] == pytest.approx(0.6) and np.isnan(s.loc["de", "precision_at_k_low"])
+
+
 def test_precision_and_auprc_known_values():
     scores = np.array([0.9, 0.8, 0.1, 0.7, 0.0])
     truth = np.array([True, False, False, True, False])
@@ -268,14 +279,14 @@ def test_read_ablation(tmp_path):
     assert t.loc["curvature", "importance"] == pytest.approx(-0.01) and len(t) == 2
 
 
-def test_run_explain_writes_contract_tables(trained, tmp_path):
+def test_write_explanations_writes_contract_tables(trained, tmp_path):
     graph, truth, model = trained
     params = {"methods": ["integrated_gradients", "weights", "de", "random", "gnnexplainer"], "n_cells": 40,
               "ig": {"n_steps": 8, "tolerance": 0.05, "batch_cells": 20},
               "gnnexplainer": {"epochs": 10, "cells_per_class": 1}, "top_k": 5}
     inp = ex.ExplainInputs(graph=graph, graph_path="g.pt", truth=truth, models={0: "m0"},
                            load_model=lambda path, g: model, ablation_path=str(tmp_path / "absent.csv"))
-    run = ex.run_explain(inp, tmp_path / "out", params)
+    run = ex.write_explanations([inp], tmp_path / "out", params)
     genes = pd.read_csv(tmp_path / "out" / "genes.csv")
     assert list(genes.columns) == ["method", "class", "cell_type", "gene", "score", "rank"]
     assert genes.groupby(["method", "class", "cell_type"]).size().max() == 5
@@ -299,7 +310,7 @@ def test_plot_explain_writes_png_and_pdf(trained, tmp_path):
               "ig": {"n_steps": 8, "tolerance": 0.1, "batch_cells": 30}, "top_k": 5}
     inp = ex.ExplainInputs(graph=graph, graph_path="g.pt", truth=truth, models={0: "m0", 1: "m1"},
                            load_model=lambda path, g: model)
-    ex.run_explain(inp, tmp_path / "explain", params)
+    ex.write_explanations([inp], tmp_path / "explain", params)
     pd.DataFrame({"method": ["ablation", "weights"], "seed": ["", 0], "group": ["node2vec", "node2vec"],
                   "importance": [0.1, 1.0]}).to_csv(tmp_path / "explain" / "edge_features.csv", index=False)
     plot_explain(tmp_path / "explain", tmp_path / "fig", truth=truth)
@@ -400,20 +411,20 @@ def _stage_files(tmp_path, genes_of_model=None):
     return tmp_path / "graph.pt", tmp_path / "raw.h5ad", [str(tmp_path / "seed0" / "model.pt")]
 
 
-def test_explain_stage_refuses_checkpoint_of_other_genes(tmp_path):
+def test_run_explain_refuses_checkpoint_of_other_genes(tmp_path):
     graph, raw, models = _stage_files(tmp_path, genes_of_model=[f"X{i}" for i in range(N_GENES)])
     with pytest.raises(CellgnnInputError, match="different genes"):
-        ex.explain_stage(str(graph), str(raw), models, str(tmp_path / "out"), {"methods": ["weights"]}, "cpu")
+        ex.run_explain([str(graph)], str(raw), models, str(tmp_path / "out"), {"methods": ["weights"]}, "cpu")
     assert not (tmp_path / "out").exists()
 
 
-def test_explain_stage_bad_config_fails_before_output(tmp_path):
+def test_run_explain_bad_config_fails_before_output(tmp_path):
     graph, raw, models = _stage_files(tmp_path)
     out = str(tmp_path / "out")
     for params, match in (({"classes": ["zombie"]}, "unknown class"), ({"methods": ["shap"]}, "unknown method"),
                           ({"cells_from": "holdout"}, "unknown subset")):
         with pytest.raises(CellgnnInputError, match=match):
-            ex.explain_stage(str(graph), str(raw), models, out, params, "cpu")
+            ex.run_explain([str(graph)], str(raw), models, out, params, "cpu")
     assert not (tmp_path / "out").exists()
-    run = ex.explain_stage(str(graph), str(raw), models, out, {"methods": ["weights", "random"], "top_k": 3}, "cpu")
+    run = ex.run_explain([str(graph)], str(raw), models, out, {"methods": ["weights", "random"], "top_k": 3}, "cpu")
     assert {r["method"] for r in run["summary"]} == {"weights", "random"}

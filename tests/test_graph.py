@@ -74,7 +74,7 @@ def test_donor_split_stratifies_donor_level_labels():
 def test_donor_split_refuses_class_with_single_donor():
     obs = pd.DataFrame({"donor": np.repeat(["a", "b", "c", "d"], 10),
                         "label": np.repeat(["x", "x", "x", "y"], 10)})
-    with pytest.raises(CellgnnInputError, match="single donor"):
+    with pytest.raises(CellgnnInputError, match="class 'y' occurs in one donor only"):
         split_cells(obs, "donors", {"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
 
 
@@ -121,3 +121,24 @@ def test_transductive_mode_builds_one_graph(pre):
     split = np.where(g["train_mask"], 0, np.where(g["val_mask"], 1, 2))
     ei = g["edge_index"].numpy()
     assert (split[ei[0]] != split[ei[1]]).any()
+
+
+def test_donor_standardization_and_harmony_remove_a_donor_shift():
+    """Two cell types in two donors, donor b shifted: both corrections remove the donor shift, and
+    Harmony keeps the cell types apart."""
+    from cellgnn.graph import correct_batches, standardize_per_donor
+
+    rng = np.random.default_rng(0)
+    donors = np.repeat(["a", "b"], 200)
+    types = np.tile(np.repeat([0, 1], 100), 2)
+    x = rng.normal(0, 1, (400, 10)).astype(np.float32)
+    x[types == 1, :3] += 8.0
+    x[donors == "b", 3:6] += 4.0  # the donor batch effect
+    z = standardize_per_donor(x, donors)
+    np.testing.assert_allclose(z[donors == "b"].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[donors == "a"].std(0), 1, atol=1e-5)
+    corrected = correct_batches(x, donors, "harmony", seed=0)
+    gap = lambda m, a, b: np.linalg.norm(m[a].mean(0) - m[b].mean(0))  # noqa: E731
+    assert gap(corrected, donors == "a", donors == "b") < 0.35 * gap(x, donors == "a", donors == "b")
+    assert gap(corrected, types == 0, types == 1) > 0.9 * gap(x, types == 0, types == 1)
+    assert correct_batches(x, donors, "none", 0) is x

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from cellgnn.augment.activa import ActivaConfig
-from cellgnn.augment.graph_topup import add_synthetic_nodes, make_topup, run_gat_activa
+from cellgnn.augment.graph_topup import make_topup
 from cellgnn.config import validate_config
 from cellgnn.data.simulate import simulate
 from cellgnn.errors import CellgnnInputError
-from cellgnn.graph import build_graph, save_graph, validate_graph
+from cellgnn.graph import add_synthetic_nodes, build_graph, save_graph, validate_graph
 from cellgnn.preprocess import preprocess
 from cellgnn.train import predictions_table, train_model
 
@@ -72,24 +72,33 @@ def test_synthetic_nodes_only_in_training_graph(setup):
     np.testing.assert_array_equal(aug["edge_index"][:, ~torch.from_numpy(touches)], graph["edge_index"])
 
 
-def test_run_gat_activa_writes_train_contract(setup, tmp_path):
+def test_gat_activa_trains_through_the_train_path(setup, tmp_path):
+    """gat_activa is the train rule with synthetic training cells: the same three files per seed, its
+    checkpoint reloads with the train stage's loader, and top-up cells of another graph are refused."""
+    from cellgnn.train import graph_fingerprint, load_model, run_train
+
     adata, graph, cfg = setup
     save_graph(graph, tmp_path / "g.pt")
     top = make_topup(adata, graph, _activa(), max_per_class=20, accept_threshold=0.0, progress=False)
-    torch.save({**top, "split_mode": "cells", "k": 5}, tmp_path / "top.pt")
+    torch.save({**top, "split_mode": "cells", "unit": "cells", "k": 5, "graph_fingerprint": graph_fingerprint(graph)},
+               tmp_path / "top.pt")
     base = train_model(graph, "gat", cfg["train"], 0)
     predictions_table(graph, base.proba).to_csv(tmp_path / "gat.csv", index=False)
-    out = SimpleNamespace(model=str(tmp_path / "m.pt"), metrics=str(tmp_path / "m.json"),
-                          predictions=str(tmp_path / "p.csv"))
-    run_gat_activa(tmp_path / "g.pt", tmp_path / "top.pt", tmp_path / "gat.csv", 0, cfg["train"], "cpu", out)
-    m = json.loads(Path(out.metrics).read_text())
+    out = SimpleNamespace(model=[str(tmp_path / "m.pt")], metrics=[str(tmp_path / "m.json")],
+                          predictions=[str(tmp_path / "p.csv")])
+    run_train(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "top.pt"),
+                 compare_with=[str(tmp_path / "gat.csv")])
+    m = json.loads(Path(out.metrics[0]).read_text())
     assert m["model"] == "gat_activa" and m["split"] == "cells"
     assert set(m["per_class_f1_test"]) == {"gat", "gat_activa"}
     assert set(m["per_class_f1_test"]["gat"]) == set(graph["classes"])
+    assert sum(m["n_synthetic_train"].values()) == len(top["y"]) > 0
     import pandas as pd
 
-    pred = pd.read_csv(out.predictions)
+    pred = pd.read_csv(out.predictions[0])
     assert len(pred) == graph["x"].shape[0] and not pred["cell_id"].str.startswith("synthetic").any()
-    torch.save({**top, "split_mode": "donors", "k": 5}, tmp_path / "wrong.pt")
+    model, ckpt = load_model(out.model[0], graph)
+    assert ckpt["record"] == "gat_activa" and ckpt["model"] == "gat"
+    torch.save({**top, "split_mode": "cells", "k": 5, "graph_fingerprint": "another"}, tmp_path / "wrong.pt")
     with pytest.raises(CellgnnInputError, match="another graph"):
-        run_gat_activa(tmp_path / "g.pt", tmp_path / "wrong.pt", tmp_path / "gat.csv", 0, cfg["train"], "cpu", out)
+        run_train(str(tmp_path / "g.pt"), "gat", [0], cfg["train"], "cpu", out, topup=str(tmp_path / "wrong.pt"))

@@ -57,3 +57,17 @@ def test_rules_write_only_their_own_folders(tmp_path):
     assert [p for p, n in written.items() if n > 1] == []
     assert len(written) > 50, out[-2000:]
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """A lab sharing a project group reads the results: files are created with the user's umask,
+    not the temporary file's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        write_json({"v": 1}, tmp_path / "shared.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o664

@@ -76,7 +76,7 @@ def test_h5ad_layer_choice(tmp_path):
     ref.X = ref.X * 0.37
     path = tmp_path / "n.h5ad"
     ref.write_h5ad(path)
-    with pytest.raises(CellgnnInputError, match="data.layer"):
+    with pytest.raises(CellgnnInputError, match="data.file.layer"):
         read_counts(path)
     np.testing.assert_array_equal(read_counts(path, layer="counts").X.toarray(), ref.layers["counts"].toarray())
     with pytest.raises(CellgnnInputError, match="layer 'nope' not found"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cellgnn.graph import save_graph
-from cellgnn.train import resume_path, run_training, train_model
+from cellgnn.train import resume_path, run_train, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"max_epochs": 80, "patience": 25, "checkpoint_every": 5, "class_weights": True,
@@ -23,8 +23,9 @@ CFG = {"max_epochs": 80, "patience": 25, "checkpoint_every": 5, "class_weights":
 
 
 def outputs(folder: Path) -> SimpleNamespace:
-    return SimpleNamespace(model=str(folder / "model.pt"), metrics=str(folder / "metrics.json"),
-                           predictions=str(folder / "predictions.csv"))
+    """The train rule's outputs for one seed (lists: one entry per seed)."""
+    return SimpleNamespace(model=[str(folder / "model.pt")], metrics=[str(folder / "metrics.json")],
+                           predictions=[str(folder / "predictions.csv")])
 
 
 CHILD = """
@@ -32,9 +33,9 @@ import sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {src!r})
 from types import SimpleNamespace
-from cellgnn.train import run_training
-out = SimpleNamespace(model={model!r}, metrics={metrics!r}, predictions={pred!r})
-run_training({graph!r}, "gat", 0, {cfg!r}, "cpu", out)
+from cellgnn.train import run_train
+out = SimpleNamespace(model=[{model!r}], metrics=[{metrics!r}], predictions=[{pred!r}])
+run_train({graph!r}, "gat", [0], {cfg!r}, "cpu", out)
 """
 
 
@@ -44,29 +45,29 @@ def test_killed_training_resumes_to_identical_metrics(graphs, tmp_path):
 
     # uninterrupted reference, same process settings (1 thread, CPU)
     ref = tmp_path / "ref"
-    ref_result = run_training(str(graph_path), "gat", 0, CFG, "cpu", outputs(ref))
+    (ref_result,) = run_train(str(graph_path), "gat", [0], CFG, "cpu", outputs(ref))
     assert ref_result.resumed_from_epoch is None
     assert not resume_path(ref / "model.pt").exists()  # removed after success
 
     # a training process killed after its first checkpoint
     run = tmp_path / "run"
     out = outputs(run)
-    code = CHILD.format(src=str(ROOT / "src"), model=out.model, metrics=out.metrics, pred=out.predictions,
+    code = CHILD.format(src=str(ROOT / "src"), model=out.model[0], metrics=out.metrics[0], pred=out.predictions[0],
                         graph=str(graph_path), cfg=CFG)
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    ckpt = resume_path(out.model)
+    ckpt = resume_path(out.model[0])
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    assert ckpt.exists() and not Path(out.metrics).exists() and not Path(out.model).exists()
+    assert ckpt.exists() and not Path(out.metrics[0]).exists() and not Path(out.model[0]).exists()
     killed_at = torch.load(ckpt, weights_only=False)["epoch"]
     assert 0 < killed_at < CFG["max_epochs"] - 1
 
     # rerun: resumes from the checkpoint and reaches the same numbers
-    resumed = run_training(str(graph_path), "gat", 0, CFG, "cpu", out)
+    (resumed,) = run_train(str(graph_path), "gat", [0], CFG, "cpu", out)
     assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= killed_at + 1
     assert not ckpt.exists()
     assert resumed.metrics == ref_result.metrics
@@ -129,7 +130,7 @@ def test_aux_gat_pretraining_resumes_to_identical_attention(tmp_path, monkeypatc
 
 
 def test_edge_feature_stage_removes_its_resume_files(tmp_path):
-    from cellgnn.edge_features import edge_features_stage
+    from cellgnn.edge_features import run_edge_features
     from edgefeat_fixtures import make_graph
 
     g = make_graph(n=60)
@@ -139,5 +140,5 @@ def test_edge_feature_stage_removes_its_resume_files(tmp_path):
     out = tmp_path / "edge_features" / "cells.pt"
     cfg = {"groups": ["celltype_attention", "curvature"], "heads": 2, "hidden": 4, "aux_epochs": 6,
            "checkpoint_every": 2}
-    edge_features_stage(str(gpath), str(out), cfg, seed=0, device="cpu")
+    run_edge_features(str(gpath), str(out), cfg, seed=0, device="cpu")
     assert sorted(p.name for p in out.parent.iterdir()) == ["cells.pt"]

@@ -185,3 +185,42 @@ def test_shipped_samplesheets_validate(name, n, conds):
     assert all(u.startswith("https://ftp.ncbi.nlm.nih.gov/geo/samples/GSM") for u in sheet["url"])
     if name == "organoid":
         assert all(len(u.split(";")) == 3 for u in sheet["url"])
+
+
+def test_pooled_samples_with_per_cell_metadata_as_geo_lists_them(tmp_path):
+    """Kang-style: two pooled 10x MTX samples under GEO's file names (``*_2.1.mtx.gz``, a series-level
+    ``*.genes.tsv.gz``), donors and cell types from a per-cell table joined by barcode within the
+    sample (a barcode occurs in both samples); cells without a row are dropped."""
+    import gzip
+
+    import pandas as pd
+
+    files, rows = {}, []
+    barcodes = {}
+    for i, cond in enumerate(["ctrl", "stim"]):
+        a = small_counts(30, 20, seed=i)  # both samples use the same barcodes AAAC...
+        folder = write_10x_mtx(a, tmp_path / "src" / cond, prefix=f"GSM{i}_")
+        (folder / f"GSM{i}_matrix.mtx.gz").rename(folder / f"GSM{i}_2.{i + 1}.mtx.gz")
+        (folder / f"GSM{i}_features.tsv.gz").rename(folder / "GSE1_batch2.genes.tsv.gz")
+        files.update(_serve_dir(folder, prefix=f"{cond}/"))
+        barcodes[cond] = list(a.obs_names)
+    meta = pd.DataFrame([(b, f"donor{j % 3}", cond, "T" if j % 2 else "B")
+                         for cond, bcs in barcodes.items() for j, b in enumerate(bcs[:25])],
+                        columns=["", "ind", "stim", "cell"])
+    files["/GSE1_batch2.total.tsne.df.tsv.gz"] = gzip.compress(meta.to_csv(sep="\t", index=False).encode())
+    with http_server(files) as srv:
+        for i, cond in enumerate(["ctrl", "stim"]):
+            urls = ";".join(f"{srv.base}/{cond}/{n}" for n in (f"GSM{i}_2.{i + 1}.mtx.gz", "GSE1_batch2.genes.tsv.gz",
+                                                                f"GSM{i}_barcodes.tsv.gz"))
+            rows.append([cond, urls, "", "", cond, "pool", "", "10x_mtx"])
+        cfg = {"source": "samplesheet", "download": DL,
+               "samplesheet": {"path": str(_sheet(tmp_path / "s.tsv", rows)), "label": "condition",
+                               "cell_metadata": {"url": f"{srv.base}/GSE1_batch2.total.tsne.df.tsv.gz",
+                                                 "sample_column": "stim", "match": "condition"}}}
+        adata = load_source(cfg, tmp_path / "resources" / "kang")
+    assert adata.n_obs == 50  # 25 annotated cells per sample; 5 each dropped
+    assert set(adata.obs["ind"]) == {"donor0", "donor1", "donor2"} and set(adata.obs["cell"]) == {"T", "B"}
+    stim = adata.obs[adata.obs["sample"] == "stim"]
+    first = stim.index[0].split("_", 1)[1]
+    assert stim.loc[f"stim_{first}", "ind"] == meta[(meta["stim"] == "stim") & (meta[""] == first)]["ind"].iloc[0]
+    assert (tmp_path / "resources" / "kang" / "cell_metadata" / "GSE1_batch2.total.tsne.df.tsv.gz").exists()

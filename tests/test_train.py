@@ -85,3 +85,22 @@ def test_predictions_table(graphs):
     assert (df["true"] == df["pred"]).all()
     assert set(df["split"]) == {"train", "val", "test"}
     assert [c for c in df.columns if c.startswith("p_")] == [f"p_{c}" for c in g["classes"]]
+
+
+def test_training_refuses_a_graph_without_validation_cells(graphs):
+    """The 30-epoch crash of a user's design (no validation loss, no best epoch) is refused up front."""
+    g = dict(graphs["donors"])
+    g["train_mask"] = g["train_mask"] | g["val_mask"]
+    g["val_mask"] = torch.zeros_like(g["val_mask"])
+    with pytest.raises(CellgnnInputError, match="no validation cells") as e:
+        train_model(g, "gat", dict(CFG, max_epochs=3), seed=0)
+    assert "Fix:" in str(e.value)
+
+
+def test_training_refuses_a_non_finite_validation_loss(graphs):
+    g = dict(graphs["donors"])
+    x = g["x"].clone()
+    x[g["val_mask"]] = float("inf")  # the validation block only: training itself stays finite
+    with pytest.raises(CellgnnInputError, match="validation loss became nan") as e:
+        train_model(dict(g, x=x), "mlp", dict(CFG, max_epochs=3), seed=0)
+    assert "field 'train.hyperparameters.mlp.lr'" in str(e.value)

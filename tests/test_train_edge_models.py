@@ -2,10 +2,10 @@ import pytest
 import torch
 from edgefeat_fixtures import make_graph
 
-from cellgnn.edge_features import compute_edge_features
+from cellgnn.edge_features import compute_edge_features, load_edge_features
 from cellgnn.errors import CellgnnInputError
 from cellgnn.models import MODELS, build_model
-from cellgnn.train import load_edge_features, train_model
+from cellgnn.train import train_model
 
 CFG = {"max_epochs": 4, "patience": 10, "hyperparameters": {}}
 EF_CFG = {"heads": 2, "aux_epochs": 1, "groups": ["celltype_attention", "curvature", "node2vec"],
@@ -46,9 +46,11 @@ def test_ablation_drops_one_group_and_checks_alignment(tmp_path):
     ef = compute_edge_features(g, EF_CFG, seed=0)
     p = tmp_path / "ef.pt"
     torch.save(ef, p)
-    assert load_edge_features(str(p), g).shape[1] == 4
+    assert load_edge_features(str(p), g)["edge_attr"].shape[1] == 4
     dropped = load_edge_features(str(p), g, drop_group="curvature")
-    assert torch.equal(dropped, ef["edge_attr"][:, [0, 1, 3]])
+    assert torch.equal(dropped["edge_attr"], ef["edge_attr"][:, [0, 1, 3]])
+    assert dropped["columns"] == [ef["columns"][i] for i in (0, 1, 3)] and list(dropped["groups"]) == [
+        grp for grp in ef["groups"] if grp != "curvature"]
     with pytest.raises(CellgnnInputError, match="cannot drop group"):
         load_edge_features(str(p), g, drop_group="donor_attention")
     torch.save(dict(ef, edge_attr=ef["edge_attr"][:-3]), p)

@@ -38,12 +38,17 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
         assert (res / f).stat().st_size > 0, f
     df = pd.read_csv(res / "metrics" / "models.csv")
     assert list(df.columns) == ["model", "split", "seed", "accuracy", "balanced_accuracy", "macro_f1", "auroc"]
-    assert len(df) == (2 + 1) * 2 * 2  # (models + gat_activa) × split modes × seeds
+    assert len(df) == (2 + 1) * 2 * 2  # (models + gat_activa) × split modes × seeds (donor_cv pooled over folds)
+    assert set(df["split"]) == {"cells", "donor_cv"}
+    folds = pd.read_csv(res / "metrics" / "folds.csv")
+    assert set(folds["unit"]) == {"cells", "donor_cv/fold0", "donor_cv/fold1"}
+    summ = pd.read_csv(res / "metrics" / "models_summary.csv")
+    assert set(summ.loc[summ["split"] == "donor_cv", "ci"]) == {"bootstrap over 4 donors x seeds"}
     assert set(df["model"]) == {"logreg", "gat", "gat_activa"}
     for f in ["augment/activa.pt", "augment/synthetic.h5ad", "augment/metrics.json",
               "augment/rare_population.csv", "augment/figures/rare_population_f1.pdf"]:
         assert (res / f).stat().st_size > 0, f
-    for split in ("cells", "donors"):
+    for split in ("cells", "donor_cv/fold0", "donor_cv/fold1"):
         m = json.loads((res / "models" / split / "gat" / "seed0" / "metrics.json").read_text())
         # tiny data, short training: the GAT must still beat the majority-class baseline clearly
         assert m["test"]["macro_f1"] > m["majority_baseline_test"]["macro_f1"] + 0.03
@@ -54,7 +59,7 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
     summ = pd.read_csv(res / "explain" / "scores_summary.csv").set_index("method")["precision_at_k"]
     assert summ["integrated_gradients"] > max(0.3, summ["random"] + 0.25), summ.to_dict()
     assert "Best: **" in (res / "summary.md").read_text()
-    assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "gat" / "seed0.log").exists()
+    assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "gat.log").exists()
     assert (tiny_run / "benchmarks" / "tiny" / "data.tsv").exists()
 
 
@@ -94,10 +99,13 @@ def test_bad_data_stops_with_one_clear_message_and_no_output(tmp_path):
     adata.write_h5ad(path)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"dataset: mine\ndata:\n  source: file\n  file: {{path: {path}}}\n  keys: {{cell_type: null}}\n"
-                   "graph: {split_modes: [cells]}\n")
+                   "preprocess: {n_pcs: 10}\ngraph: {split_modes: [cells], n_pcs: 10}\n")
     res = snakemake("--cores", "1", "--configfile", str(cfg), "--directory", str(tmp_path), check=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "not raw counts" in out and "mine.h5ad" in out and "Fix:" in out
+    tail = out.splitlines()[-10:]  # the last screen: cellgnn's failure report, then Snakemake's closing lines
+    last = [ln for ln in tail if ln.strip().startswith("cellgnn: ")][-1]
+    assert "not integers" in last and "mine.h5ad" in last and "Fix:" in last, out[-3000:]
+    assert any(ln.strip() == "log: logs/mine/data.log" for ln in tail), tail
     assert not (tmp_path / "results" / "mine" / "raw.h5ad").exists()
     assert list((tmp_path / "results" / "mine").glob("*.tmp*")) == []

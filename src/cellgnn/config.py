@@ -44,11 +44,47 @@ def load_schema(path: str | Path = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
+_DEFAULTS: dict | None = None
+
+
+def schema_defaults() -> dict:
+    """The config every key of which is the schema's default (the one place defaults live);
+    library callers that pass a partial section get the rest from here."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        cfg: dict = {}
+        for e in DefaultValidator(load_schema()).iter_errors(cfg):
+            raise AssertionError(f"the schema's defaults do not validate: {e.message}")
+        _DEFAULTS = cfg
+    return _copy(_DEFAULTS)
+
+
+def settings(section: str, given: dict | None = None) -> dict:
+    """The config section ``section`` (dotted, e.g. ``graph`` or ``explain.ig``): the schema's
+    defaults overlaid, key by key and nested sections too, with ``given`` (a validated config's
+    section, or a library caller's partial one)."""
+    out = schema_defaults()
+    for key in section.split("."):
+        out = out[key]
+    return _overlay(out, given or {})
+
+
+def _overlay(base: dict, given: dict) -> dict:
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
 # the models of cellgnn.models.MODELS, and those that read edge features, named here so that
 # checking a config and parsing the workflow (which every Snakemake start does, also inside
 # each cluster job) do not import torch
-MODEL_NAMES = ("logreg", "mlp", "gcn", "gat", "gat_ef", "gat_edge", "gcn_ef", "scanna")
+MODEL_NAMES = ("logreg", "logreg_cv", "pseudobulk", "composition", "harmony_knn", "mlp", "gcn", "gat", "gat_ef",
+               "gat_edge", "gcn_ef", "scanna")
 EDGE_FEATURE_MODELS = frozenset({"gat_ef", "gat_edge", "gcn_ef"})
+# models explain.model: auto picks, in this order (IG, weights and GNNExplainer need a torch model)
+EXPLAINABLE = ("gat", "gat_ef", "gat_edge", "gcn", "gcn_ef", "mlp", "scanna")
+HELD_OUT_ORDER = ("donor_cv", "donors", "cells")
 
 
 def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
@@ -80,15 +116,78 @@ def _semantic_checks(cfg: dict, source: str) -> None:
     if data["source"] == "file" and not data["file"].get("path"):
         raise CellgnnInputError("data.source is 'file' but no path is given", file=source, field="data.file.path",
                                 fix="set data.file.path to an .h5ad, 10x .h5 or 10x MTX directory")
-    missing = [s for s in cfg["augment"]["graph_model"]["splits"] if s not in cfg["graph"]["split_modes"]]
-    if missing:
-        raise CellgnnInputError(f"gat_activa split mode(s) {missing} are not among graph.split_modes "
-                                f"{cfg['graph']['split_modes']}", file=source, field="augment.graph_model.splits",
-                                fix="name split modes the graph stage builds, or [] for all of them")
+    modes = cfg["graph"]["split_modes"]
+    for key, value in (("augment.graph_model.splits", cfg["augment"]["graph_model"]["splits"]),
+                       ("augment.split", [cfg["augment"]["split"]] if cfg["augment"]["split"] else []),
+                       ("explain.split", [cfg["explain"]["split"]] if cfg["explain"]["split"] else [])):
+        missing = [s for s in value if s not in modes]
+        if missing:
+            raise CellgnnInputError(f"split mode(s) {missing} are not among graph.split_modes {modes}", file=source,
+                                    field=key, fix="name split modes the graph stage builds (or leave the default)")
     unknown = [m for m in cfg["train"]["models"] if m not in MODEL_NAMES]
     if unknown:
         raise CellgnnInputError(f"unknown model(s) {unknown}", file=source, field="train.models",
                                 fix=f"use models from {sorted(MODEL_NAMES)}")
+    models = cfg["train"]["models"]
+    for key, value in (("explain.model", [cfg["explain"]["model"]]),
+                       ("evaluation.baselines", cfg["evaluation"]["baselines"] or [])):
+        missing = [m for m in value if m != "auto" and m not in models]
+        if missing:
+            raise CellgnnInputError(f"{missing} not among train.models {models}", file=source, field=key,
+                                    fix="add them to train.models, or leave the default (auto / null)")
+    if cfg["graph"]["n_pcs"] > cfg["preprocess"]["n_pcs"]:
+        raise CellgnnInputError(f"graph.n_pcs={cfg['graph']['n_pcs']} but preprocess.n_pcs="
+                                f"{cfg['preprocess']['n_pcs']} PCs are computed", file=source, field="graph.n_pcs",
+                                fix="use graph.n_pcs <= preprocess.n_pcs")
     if cfg["data"]["source"] == "pbmc68k" and cfg["preprocess"]["expect_counts"]:
         raise CellgnnInputError("pbmc68k_reduced is log-normalized, not counts", file=source,
                                 field="preprocess.expect_counts", fix="set preprocess.expect_counts: false")
+
+
+def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
+    """What this run builds, from the validated config and the start-up :class:`~cellgnn.preflight.Plan`:
+    the split units of each mode, the held-out mode, the explained model and split, which optional
+    stages run (explain, augment, edge-feature comparison and ablation, gat_activa) and why not.
+    Notes are appended to ``plan.notes`` (summary.md repeats them)."""
+    from .design import parse_unit
+
+    modes = cfg["graph"]["split_modes"]
+    models = cfg["train"]["models"]
+    units = {m: [u for u in plan.units if parse_unit(u)[0] == m] for m in modes}
+    held_out = next(m for m in HELD_OUT_ORDER if m in modes)
+    has_ct = plan.cell_types is not None
+    groups = list(cfg["edge_features"]["groups"])
+    if not has_ct and "celltype_attention" in groups:
+        if groups == ["celltype_attention"] and EDGE_FEATURE_MODELS & set(models):
+            raise CellgnnInputError("the only edge-feature group, celltype_attention, needs cell types, and the data "
+                                    "has none", file=source, field="edge_features.groups",
+                                    fix="add other groups (donor_attention, curvature, node2vec) or set "
+                                        "data.keys.cell_type")
+        groups.remove("celltype_attention")
+        plan.notes.append("edge features: celltype_attention left out (no cell types)")
+    cfg["edge_features"]["groups"] = groups
+    explain_model = cfg["explain"]["model"]
+    if explain_model == "auto":
+        explain_model = next((m for m in EXPLAINABLE if m in models), None)
+    explain_run = explain_model is not None
+    if not explain_run:
+        plan.notes.append(f"explanations left out: none of {list(EXPLAINABLE)} is trained (explain.model: auto)")
+    evaluation = cfg["evaluation"]["model"] in models
+    baselines = cfg["evaluation"]["baselines"]
+    if baselines is None:
+        baselines = [m for m in models if m != cfg["evaluation"]["model"]]
+    ablation = (groups if evaluation and cfg["evaluation"]["ablation"] and cfg["evaluation"]["model"] == "gat_ef"
+                and len(groups) > 1 else [])
+    aug = cfg["augment"]
+    augment = aug["population_key"] != "cell_type" or has_ct
+    if not augment:
+        plan.notes.append("augmentation left out: its populations are cell types (augment.population_key) and the "
+                          "data has none")
+    augment_unit = units[aug["split"] or held_out][0]
+    gm = aug["graph_model"]
+    gat_activa_units = ([u for m in (gm["splits"] or modes) for u in units[m]]
+                        if augment and gm["enabled"] and "gat" in models else [])
+    return {"units": units, "held_out_mode": held_out, "evaluation": evaluation, "baselines": baselines,
+            "ablation_groups": ablation, "augment": augment, "augment_unit": augment_unit,
+            "gat_activa_units": gat_activa_units,
+            "explain": {"run": explain_run, "model": explain_model or "none", "split": cfg["explain"]["split"] or held_out}}

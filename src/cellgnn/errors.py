@@ -23,3 +23,35 @@ class CellgnnInputError(ValueError):
         if fix:
             msg += f". Fix: {fix}"
         super().__init__(msg)
+
+
+def failure_report(snakemake_log) -> str:
+    """What a failed run ends with: for each failed job named in Snakemake's log, the ``cellgnn: ...``
+    line of its rule log (file, field, fix) and the log's path; jobs that failed without one (a
+    crash, a kill) are listed with their log to read. snakemake_log: a path or a list of paths."""
+    import re
+    from pathlib import Path
+
+    paths = [snakemake_log] if isinstance(snakemake_log, (str, Path)) else list(snakemake_log or [])
+    text = ""
+    for p in paths:  # Snakemake passes its log file (a list of them in some versions)
+        try:
+            text += Path(p).read_text(errors="replace")
+        except OSError:
+            continue
+    logs = []
+    for block in re.split(r"\n(?=Error in rule )", "\n" + text)[1:]:
+        m = re.search(r"^\s*log: (.+?) \(check log file", block, re.M)
+        rule = re.match(r"Error in rule (\S+?):", block)
+        logs += [(rule.group(1) if rule else "?", p.strip()) for p in (m.group(1).split(",") if m else [])]
+    if not logs:
+        return ""
+    lines = ["", "cellgnn: the run stopped. What failed, and where to read more:"]
+    for rule, log in dict.fromkeys(logs):
+        try:
+            messages = [ln for ln in Path(log).read_text(errors="replace").splitlines() if ln.startswith("cellgnn: ")]
+        except OSError:
+            messages = []
+        lines += [f"  {messages[-1]}" if messages else f"  rule {rule} failed without a cellgnn message",
+                  f"    log: {log}"]
+    return "\n".join(lines) + "\n"

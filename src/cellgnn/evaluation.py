@@ -21,24 +21,11 @@ import pandas as pd
 from scipy import stats
 
 from .errors import CellgnnInputError
-from .metrics import METRICS, mean_ci
+from .stats import paired_differences, t_interval
 
 LOG = logging.getLogger(__name__)
 
 ABLATION_PREFIX = "gat_ef_minus_"
-
-
-def summarize(df: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """Per (model, split): n seeds, seed list, mean and 95% t-interval of each metric."""
-    _check_columns(df, metrics)
-    rows = []
-    for (model, split), g in df.groupby(["model", "split"], sort=True):
-        row = {"model": model, "split": split, "n_seeds": len(g),
-               "seeds": " ".join(str(s) for s in sorted(g["seed"]))}
-        for m in metrics:
-            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean_ci(g[m])
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "macro_f1",
@@ -56,11 +43,11 @@ def paired_comparison(df: pd.DataFrame, model: str, baselines, metric: str = "ma
         a = d[d["model"] == model].set_index("seed")[metric]
         for base in baselines:
             b = d[d["model"] == base].set_index("seed")[metric]
-            seeds = sorted(set(a.index) & set(b.index))
-            if not seeds:
+            paired = paired_differences(a, b)
+            if paired.empty:
                 continue
-            diff = a.loc[seeds].to_numpy(float) - b.loc[seeds].to_numpy(float)
-            mean, lo, hi = mean_ci(diff, level)
+            seeds, diff = list(paired.index), paired.to_numpy()
+            mean, lo, hi = t_interval(diff, level)
             if len(seeds) >= 2 and np.std(diff, ddof=1) > 0:
                 t, p = stats.ttest_rel(a.loc[seeds], b.loc[seeds])
             elif len(seeds) >= 2:
@@ -100,15 +87,9 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
 
     Writes ``path_png`` and the same figure as PDF beside it (atomically).
     """
-    import matplotlib
+    from .figstyle import colour, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
-    okabe_ito = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     panels = [(comparison, "baseline", "gat_ef − baseline"), (ablation, "group", "without group − full gat_ef")]
     for ax, (tab, key, title) in zip(axes, panels):
         ax.axvline(0, color="grey", lw=1, ls="--")
@@ -122,7 +103,7 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
             rows = d.loc[[lab for lab in labels if lab in d.index]]
             err = np.vstack([rows["mean_diff"] - rows["ci_low"], rows["ci_high"] - rows["mean_diff"]])
             ax.errorbar(rows["mean_diff"], ys, xerr=np.nan_to_num(err), fmt="o", capsize=3,
-                        color=okabe_ito[s_i % len(okabe_ito)], label=f"split: {split}")
+                        color=colour(s_i), label=f"split: {split}")
         ax.set_yticks(range(len(labels)), labels)
         metric = tab["metric"].iloc[0] if not tab.empty else "macro_f1"
         ax.set_xlabel(f"paired difference in test {metric} (mean, 95% t-interval over seeds)")
@@ -130,37 +111,39 @@ def plot_comparison(comparison: pd.DataFrame, ablation: pd.DataFrame, path_png: 
         ax.set_title(title)
         if splits:
             ax.legend(loc="best", fontsize=8)
-    for path in (Path(path_png), Path(path_png).with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path_png)
 
 
-def evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
-             figure_png: str, cfg: dict | None = None) -> None:
-    """Write the paired comparison, the ablation table and their figure.
+def run_evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, ablation_csv: str,
+                 figure_png: str, cfg: dict | None = None) -> None:
+    """Rule evaluate: write the paired comparison, the ablation table and their figure.
 
     models_csv: ``metrics/models.csv``; ablation_metrics: ``metrics.json`` files of the
     ``gat_ef_minus_<group>`` runs; cfg: the ``evaluation`` config section (``model``,
     ``baselines``, ``metric``).
     """
-    import json
-
     from .io import write_csv
 
-    cfg = {"model": "gat_ef", "baselines": ["gat", "logreg"], "metric": "macro_f1", **(cfg or {})}
+    from .config import settings
+
+    cfg = settings("evaluation", cfg)
+    cfg["baselines"] = cfg["baselines"] or [m for m in ("gat", "logreg") if m != cfg["model"]]
     model, metric = cfg["model"], cfg["metric"]
     df = pd.read_csv(models_csv)
     _check_columns(df, [metric], file=models_csv)
     if model not in set(df["model"]):
         raise CellgnnInputError(f"no rows for model '{model}'", file=models_csv, field="evaluation.model",
                                 fix=f"add {model} to train.models")
-    rows = []
-    for f in ablation_metrics:
-        with open(f) as fh:
-            m = json.load(fh)
-        rows.append({"model": m["model"], "split": m["split"], "seed": m["seed"], **m["test"]})
-    abl_df = pd.concat([df[df["model"] == model], pd.DataFrame(rows)], ignore_index=True) if rows else df
+    rows = pd.DataFrame()
+    if ablation_metrics:  # on donor_cv pooled over the folds, as models.csv
+        from .heldout import pooled_metrics, read_runs, read_test_predictions
+
+        runs = read_runs(ablation_metrics)
+        cv = [f for f, split in zip(ablation_metrics, _splits(ablation_metrics)) if split == "donor_cv"]
+        preds = read_test_predictions([str(Path(f).with_name("predictions.csv")) for f in cv]) if cv else \
+            pd.DataFrame(columns=["split"])
+        rows = pooled_metrics(runs, preds)
+    abl_df = pd.concat([df[df["model"] == model], rows], ignore_index=True) if not rows.empty else df
     comp = paired_comparison(df, model, [b for b in cfg["baselines"] if b in set(df["model"])], metric)
     abl = ablation_table(abl_df, model, metric)
     write_csv(comp, comparison_csv)
@@ -169,6 +152,12 @@ def evaluate(models_csv: str, ablation_metrics: list[str], comparison_csv: str, 
     LOG.info("paired %s differences:\n%s\nablation:\n%s", metric,
              comp[["split", "baseline", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string(),
              abl[["split", "group", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_value"]].to_string())
+
+
+def _splits(metric_files: list[str]) -> list[str]:
+    import json
+
+    return [json.loads(Path(f).read_text())["split"] for f in metric_files]
 
 
 def _check_columns(df: pd.DataFrame, metrics, file: str | None = None) -> None:

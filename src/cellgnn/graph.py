@@ -1,12 +1,13 @@
-"""Graph stage: train/val/test split (decided once, here) and the kNN cell graph.
+"""Graph stage: train/val/test split (decided once, here, by :mod:`cellgnn.design`) and the kNN cell graph.
 
-``build_graph(adata, cfg, split_mode, seed)`` returns the graph dict of the contract
-in CONTRIBUTING.md; ``save_graph`` / ``load_graph`` write and read it, the latter
-checking every key and shape.
+``build_graph(adata, cfg, unit, seed)`` returns the graph dict of the contract in
+CONTRIBUTING.md for one split unit (``cells``, ``donors`` or ``donor_cv/fold<i>``);
+``save_graph`` / ``load_graph`` write and read it, the latter checking every key and shape.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -16,83 +17,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .design import SPLITS, parse_unit, split_cells
 from .errors import CellgnnInputError
 from .io import torch_save
 from .knn import DEFAULT_ANN_THRESHOLD, knn_search
 
 LOG = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
-
-
-# ---------------------------------------------------------------- splits
-def split_cells(obs: pd.DataFrame, mode: str, fractions: dict, seed: int) -> np.ndarray:
-    """Assign each cell to ``train`` / ``val`` / ``test``; returns a string array ``[N]``.
-
-    ``cells``: stratified by label. ``donors``: whole donors held out; when the label is
-    constant within donors, donors are stratified by label so every class has a donor on
-    each side. Raises when a class would be missing from train or test.
-    """
-    fr = [float(fractions[s]) for s in SPLITS]
-    if any(f <= 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-        raise CellgnnInputError(f"split fractions {dict(zip(SPLITS, fr))} must be > 0 and sum to 1",
-                                field="graph.fractions", fix="e.g. train: 0.7, val: 0.15, test: 0.15")
-    rng = np.random.default_rng(seed)
-    labels = obs["label"].astype(str).to_numpy()
-    out = np.empty(len(obs), dtype=object)
-    if mode == "cells":
-        for lab in np.unique(labels):
-            idx = rng.permutation(np.flatnonzero(labels == lab))
-            n_test = max(1, int(round(fr[2] * idx.size)))
-            n_val = max(1, int(round(fr[1] * idx.size)))
-            if idx.size < 3:
-                raise CellgnnInputError(f"class '{lab}' has {idx.size} cells, too few for train/val/test",
-                                        field="obs.label", fix="drop that class or merge it with another")
-            out[idx[:n_test]] = "test"
-            out[idx[n_test:n_test + n_val]] = "val"
-            out[idx[n_test + n_val:]] = "train"
-    elif mode == "donors":
-        donors = obs["donor"].astype(str).to_numpy()
-        uniq = np.unique(donors)
-        if uniq.size < 3:
-            raise CellgnnInputError(f"split mode 'donors' needs >= 3 donors, found {uniq.size}",
-                                    field="graph.split_modes", fix="use split mode 'cells' for this dataset")
-        per_donor = pd.Series(labels).groupby(donors).nunique()
-        if (per_donor == 1).all():  # label is a donor property: stratify donors by label
-            donor_label = pd.Series(labels).groupby(donors).first()
-            for lab, group in donor_label.groupby(donor_label):
-                ds = rng.permutation(group.index.to_numpy())
-                if ds.size < 2:
-                    raise CellgnnInputError(f"class '{lab}' has a single donor ({ds[0]}): it cannot be in both "
-                                            "train and test when donors are held out", field="graph.split_modes",
-                                            fix="add donors of that class or use split mode 'cells'")
-                n_test = max(1, int(round(fr[2] * ds.size)))
-                n_val = int(round(fr[1] * ds.size)) if ds.size >= 3 else 0
-                n_val = max(n_val, 1) if ds.size - n_test >= 2 else 0
-                _assign_donors(out, donors, ds[:n_test], "test")
-                _assign_donors(out, donors, ds[n_test:n_test + n_val], "val")
-                _assign_donors(out, donors, ds[n_test + n_val:], "train")
-        else:
-            ds = rng.permutation(uniq)
-            n_test = max(1, int(round(fr[2] * ds.size)))
-            n_val = max(1, int(round(fr[1] * ds.size)))
-            _assign_donors(out, donors, ds[:n_test], "test")
-            _assign_donors(out, donors, ds[n_test:n_test + n_val], "val")
-            _assign_donors(out, donors, ds[n_test + n_val:], "train")
-    else:
-        raise CellgnnInputError(f"unknown split mode '{mode}'", field="graph.split_modes",
-                                fix="use 'cells' or 'donors'")
-    all_classes = set(labels)
-    for s in ("train", "test"):
-        missing = sorted(all_classes - set(labels[out == s]))
-        if missing:
-            raise CellgnnInputError(f"the {s} split has no cells of class(es) {missing} in split mode '{mode}'",
-                                    field="graph.split_modes",
-                                    fix="add donors, change graph.seed, or use split mode 'cells'")
-    return out.astype(str)
-
-
-def _assign_donors(out: np.ndarray, donors: np.ndarray, chosen, name: str) -> None:
-    out[np.isin(donors, np.asarray(chosen))] = name
 
 
 # ---------------------------------------------------------------- kNN graph
@@ -130,6 +60,34 @@ def knn_graph(points: np.ndarray, k: int, metric: str = "euclidean", self_loops:
     return ei, a.data.astype(np.float32)
 
 
+def correct_batches(pca: np.ndarray, donors: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """The PCA the kNN graph is built on ``[N, P]``: as it is (``none``), or Harmony-corrected with
+    the donor as the batch (``harmony``; every cell, no labels: a held-out donor is aligned to the
+    others the way BBKNN aligned the original study's batches)."""
+    if method == "none" or np.unique(donors).size < 2:
+        return pca
+    if method != "harmony":
+        raise CellgnnInputError(f"unknown batch correction '{method}'", field="graph.batch_correction",
+                                fix="use none or harmony")
+    import harmonypy
+
+    ho = harmonypy.run_harmony(pca.astype(np.float64), pd.DataFrame({"donor": donors}), ["donor"],
+                               random_state=seed, verbose=False, ncores=1)
+    z = np.asarray(ho.Z_corr)
+    return np.ascontiguousarray(z.T if z.shape[0] != pca.shape[0] else z, dtype=np.float32)
+
+
+def standardize_per_donor(X: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """Each gene centred and scaled to unit variance within each donor ``[N, G]`` (removes a donor's
+    shifts; where the label is a donor property it removes the label's between-donor signal too)."""
+    out = np.empty_like(X)
+    for d in np.unique(donors):
+        m = donors == d
+        mu, sd = X[m].mean(0), X[m].std(0)
+        out[m] = (X[m] - mu) / np.where(sd > 0, sd, 1.0)
+    return out
+
+
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Sort edges by (target, source); permute each per-edge array the same way.
 
@@ -140,38 +98,55 @@ def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, 
 
 
 # ---------------------------------------------------------------- full stage
-def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int, n_jobs: int = 1) -> dict:
+def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int = 1) -> dict:
     """Split the cells and build the graph dict of the contract (see CONTRIBUTING.md).
 
-    cfg keys: ``k``, ``metric``, ``n_pcs``, ``self_loops``, ``graph_mode``
-    (``inductive`` | ``transductive``), ``fractions``, ``knn_method``, ``ann_threshold``.
-    n_jobs: threads for the kNN search.
+    unit: ``cells``, ``donors`` or ``donor_cv/fold<i>``. cfg: the ``graph`` config section
+    (``k``, ``metric``, ``n_pcs``, ``self_loops``, ``graph_mode``, ``fractions``, ``cv_folds``,
+    ``validation``, ``knn_method``, ``ann_threshold``). n_jobs: threads for the kNN search.
     """
-    knn_kw = {"n_jobs": n_jobs, "ann_threshold": cfg.get("ann_threshold", DEFAULT_ANN_THRESHOLD)}
+    from .config import settings
+
+    cfg = settings("graph", cfg)
+    knn_kw = {"n_jobs": n_jobs, "ann_threshold": cfg["ann_threshold"]}
     if "X_pca" not in adata.obsm:
         raise CellgnnInputError("no obsm['X_pca']", file="preprocessed.h5ad", field="obsm.X_pca",
                                 fix="run the preprocess stage first")
-    split = split_cells(adata.obs, split_mode, cfg["fractions"], seed)
+    mode, fold = parse_unit(unit)
+    split = split_cells(adata.obs, mode, cfg["fractions"], seed, fold, cfg["cv_folds"], cfg["validation"])
+    n_pcs = adata.obsm["X_pca"].shape[1]
+    if cfg["n_pcs"] > n_pcs:
+        raise CellgnnInputError(f"graph.n_pcs={cfg['n_pcs']} but the preprocessed data has {n_pcs} PCs",
+                                file="preprocessed.h5ad", field="graph.n_pcs",
+                                fix=f"set graph.n_pcs <= {n_pcs} (or raise preprocess.n_pcs)")
     pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
+    donors = adata.obs["donor"].astype(str).to_numpy()
+    pca = correct_batches(pca, donors, cfg["batch_correction"], seed)
     n = adata.n_obs
     if cfg["graph_mode"] == "transductive":
-        edge_index, edge_weight = knn_graph(pca, cfg["k"], cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed,
-                                              **knn_kw)
+        blocks = [np.arange(n)]
     elif cfg["graph_mode"] == "inductive":
-        parts_ei, parts_w = [], []
-        for s in SPLITS:
-            nodes = np.flatnonzero(split == s)
-            k = min(cfg["k"], nodes.size - 1)
-            ei, w = knn_graph(pca[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed, **knn_kw)
-            parts_ei.append(nodes[ei])
-            parts_w.append(w)
-        edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))
+        blocks = [np.flatnonzero(split == s) for s in SPLITS]
     else:
         raise CellgnnInputError(f"unknown graph mode '{cfg['graph_mode']}'", field="graph.graph_mode",
                                 fix="use 'inductive' or 'transductive'")
+    parts_ei, parts_w = [], []
+    for nodes in blocks:
+        k = min(cfg["k"], nodes.size - 1)
+        if k < cfg["k"]:
+            LOG.warning("field 'graph.k': a graph block of %s has %d cells, so each cell gets %d neighbours, not %d",
+                        unit, nodes.size, k, cfg["k"])
+        if k < 1:
+            continue
+        ei, w = knn_graph(pca[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed, **knn_kw)
+        parts_ei.append(nodes[ei])
+        parts_w.append(w)
+    edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))
 
     X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
     X = X.astype(np.float32)
+    if cfg["donor_standardize"]:
+        X = standardize_per_donor(X, donors)
     train = split == "train"
     lo, hi = X[train].min(axis=0), X[train].max(axis=0)
     rng_ = np.where(hi > lo, hi - lo, 1.0)
@@ -181,6 +156,7 @@ def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int, n_jobs
     donors = [str(c) for c in adata.obs["donor"].cat.categories]
     has_ct = "cell_type" in adata.obs
     cell_types = [str(c) for c in adata.obs["cell_type"].cat.categories] if has_ct else ["unknown"]
+    samples = adata.obs["sample" if "sample" in adata.obs else "donor"].astype(str).astype("category")
     graph = {
         "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         "pca": torch.from_numpy(pca),
@@ -193,12 +169,16 @@ def build_graph(adata: ad.AnnData, cfg: dict, split_mode: str, seed: int, n_jobs
         "donor": torch.from_numpy(adata.obs["donor"].cat.codes.to_numpy().astype(np.int64)),
         "cell_type": torch.from_numpy(adata.obs["cell_type"].cat.codes.to_numpy().astype(np.int64)
                                       if has_ct else np.zeros(n, dtype=np.int64)),
+        "sample": torch.from_numpy(samples.cat.codes.to_numpy().astype(np.int64)),
+        "feature_min": torch.from_numpy(lo.astype(np.float32)),
+        "feature_range": torch.from_numpy(np.where(hi > lo, hi - lo, 0.0).astype(np.float32)),
         "classes": classes, "genes": [str(g) for g in adata.var_names], "donors": donors,
-        "cell_types": cell_types, "cell_ids": [str(c) for c in adata.obs_names],
-        "split_mode": split_mode, "graph_mode": cfg["graph_mode"], "self_loops": bool(cfg["self_loops"]),
-        "seed": int(seed),
+        "cell_types": cell_types, "has_cell_types": bool(has_ct), "samples": [str(c) for c in samples.cat.categories],
+        "has_samples": "sample" in adata.obs, "cell_ids": [str(c) for c in adata.obs_names],
+        "split_mode": mode, "fold": int(fold), "unit": unit, "graph_mode": cfg["graph_mode"],
+        "self_loops": bool(cfg["self_loops"]), "seed": int(seed),
     }
-    LOG.info("graph %s/%s: %d cells (train %d, val %d, test %d), %d edges", split_mode, cfg["graph_mode"], n,
+    LOG.info("graph %s/%s: %d cells (train %d, val %d, test %d), %d edges", unit, cfg["graph_mode"], n,
              int(graph["train_mask"].sum()), int(graph["val_mask"].sum()), int(graph["test_mask"].sum()),
              edge_index.shape[1])
     return graph
@@ -210,7 +190,7 @@ def save_graph(graph: dict, path: str | Path) -> None:
 
 
 REQUIRED = {"x": 2, "pca": 2, "y": 1, "edge_index": 2, "edge_weight": 1, "train_mask": 1, "val_mask": 1,
-            "test_mask": 1, "donor": 1, "cell_type": 1}
+            "test_mask": 1, "donor": 1, "cell_type": 1, "sample": 1}
 
 
 def load_graph(path: str | Path) -> dict:
@@ -235,7 +215,7 @@ def validate_graph(graph: dict, where: str) -> None:
             raise CellgnnInputError(f"expected {ndim} dims, got shape {tuple(graph[key].shape)}", file=where, field=key,
                                     fix="rerun the graph stage")
     n = graph["x"].shape[0]
-    for key in ("pca", "y", "train_mask", "val_mask", "test_mask", "donor", "cell_type"):
+    for key in ("pca", "y", "train_mask", "val_mask", "test_mask", "donor", "cell_type", "sample"):
         if graph[key].shape[0] != n:
             raise CellgnnInputError(f"{graph[key].shape[0]} rows, expected {n} (one per cell)", file=where, field=key,
                                     fix="rerun the graph stage")
@@ -250,3 +230,73 @@ def validate_graph(graph: dict, where: str) -> None:
     if not bool((masks == 1).all()):
         raise CellgnnInputError("train/val/test masks must be disjoint and cover every cell", file=where,
                                 field="train_mask", fix="rerun the graph stage")
+
+
+def graph_fingerprint(graph: dict) -> str:
+    """Short hash of a graph's cells, genes, classes and split: tells datasets and splits apart."""
+    h = hashlib.sha256()
+    for key in ("cell_ids", "genes", "classes"):
+        h.update("\x1f".join(map(str, graph.get(key, []))).encode())
+        h.update(b"\x1e")
+    h.update(str(graph.get("split_mode")).encode())
+    for key in ("train_mask", "test_mask"):
+        h.update(graph[key].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def add_synthetic_nodes(graph: dict, x_syn: np.ndarray, y_syn: np.ndarray, k: int = 15,
+                        n_pcs: int = 50, seed: int = 0) -> dict:
+    """Return a copy of ``graph`` with synthetic TRAINING nodes appended (``synthetic_mask`` marks them).
+
+    Each synthetic node gets edges to and from its ``k`` nearest real training nodes in a
+    PCA (fit on real training node features), weight 1, plus a self-loop when the graph has
+    them; edges are re-sorted by (target, source).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n, s = graph["x"].shape[0], len(x_syn)
+    if s == 0:
+        return {**graph, "synthetic_mask": torch.zeros(n, dtype=torch.bool)}
+    train_idx = np.flatnonzero(graph["train_mask"].numpy())
+    xt = graph["x"].numpy()[train_idx]
+    pca = PCA(n_components=int(min(n_pcs, xt.shape[1], len(xt) - 1)), random_state=seed).fit(xt)
+    k = int(min(k, len(train_idx)))
+    nn_ = NearestNeighbors(n_neighbors=k).fit(pca.transform(xt))
+    _, nbr = nn_.kneighbors(pca.transform(x_syn))
+    nbr = train_idx[nbr]  # [S, k] real training nodes
+    new = n + np.arange(s)
+    src = np.concatenate([np.repeat(new, k), nbr.ravel()])
+    dst = np.concatenate([nbr.ravel(), np.repeat(new, k)])
+    if graph.get("self_loops", True):
+        src, dst = np.concatenate([src, new]), np.concatenate([dst, new])
+    ei = np.hstack([graph["edge_index"].numpy(), np.vstack([src, dst])]).astype(np.int64)
+    ew = np.concatenate([graph["edge_weight"].numpy(), np.ones(src.size, np.float32)])
+    ei, (ew,) = sort_edges(ei, ew)
+    pca_syn = graph["pca"].numpy()[nbr].mean(axis=1)  # graph PCA coordinates: mean of the neighbours'
+    cat = lambda a, b: torch.cat([a, torch.as_tensor(b, dtype=a.dtype)])  # noqa: E731
+    out = dict(graph)
+    out.update(
+        x=cat(graph["x"], x_syn), pca=cat(graph["pca"], pca_syn), y=cat(graph["y"], y_syn),
+        edge_index=torch.from_numpy(ei), edge_weight=torch.from_numpy(ew),
+        train_mask=cat(graph["train_mask"], np.ones(s, bool)),
+        val_mask=cat(graph["val_mask"], np.zeros(s, bool)), test_mask=cat(graph["test_mask"], np.zeros(s, bool)),
+        donor=cat(graph["donor"], np.zeros(s, np.int64)), cell_type=cat(graph["cell_type"], np.zeros(s, np.int64)),
+        sample=cat(graph["sample"], np.zeros(s, np.int64)),
+        cell_ids=list(graph["cell_ids"]) + [f"synthetic{i:06d}" for i in range(s)],
+        synthetic_mask=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(s, dtype=torch.bool)]),
+    )
+    return out
+
+
+def load_topup(path: str | Path, graph: dict) -> dict:
+    """The synthetic training cells of :func:`cellgnn.augment.graph_topup.run_topup`, checked against ``graph``."""
+    try:
+        topup = torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CellgnnInputError(f"cannot read top-up cells ({e})", file=str(path),
+                                fix="delete it and rerun rule augment_topup") from e
+    if topup.get("classes") != list(graph["classes"]) or topup.get("graph_fingerprint") != graph_fingerprint(graph):
+        raise CellgnnInputError("top-up cells were made for another graph", file=str(path),
+                                fix="rerun rule augment_topup for this split")
+    return topup

@@ -6,23 +6,22 @@ its k nearest other points (self excluded), shape ``[N, k]``.
 Methods:
 
 - ``exact``: scikit-learn (tree or brute force), exact.
-- ``hnsw``: hnswlib HNSW graph (M=16, ef_construction=64, query ef=max(3(k+1), 48)); on
-  50 PCs of 100k simulated cells recall@15 ≈ 0.97 (``bench/scale.py`` measures it at each
-  size against exact kNN on sampled cells). Queries are deterministic; index
-  construction with ``n_jobs > 1`` inserts points in a thread-dependent order, so
-  bit-identical graphs across runs need ``n_jobs=1``.
+- ``hnsw``: hnswlib HNSW graph (M=16, ef_construction=64, query ef=max(3(k+1), 48)).
+  Queries are deterministic; index construction with ``n_jobs > 1`` inserts points in a
+  thread-dependent order, so bit-identical graphs across runs need ``n_jobs=1``.
 - ``faiss``: faiss IVF-Flat (nlist ≈ 4√N coarse k-means cells, seeded; nprobe=24).
 - ``nndescent``: pynndescent's NN-descent (the kNN-graph search behind
   ``scanpy.pp.neighbors``) with a lighter setting than scanpy's (16 random-projection
   trees, 10 iterations, 32 candidates; scanpy: 5 + √N/20 trees, log2 N iterations,
-  60 candidates): on 50 PCs of 1M simulated cells recall@15 ≈ 0.96 in about a quarter of
-  scanpy's time (``bench/scale.py``). A process's first call compiles numba kernels
-  (about 20 s, a fixed cost). Seeded runs give identical neighbours (also with n_jobs > 1).
+  60 candidates). A process's first call compiles numba kernels (a fixed cost). Seeded runs
+  give identical neighbours (also with n_jobs > 1).
 - ``auto``: ``exact`` up to ``ann_threshold`` points, ``hnsw`` up to
   ``NNDESCENT_THRESHOLD`` (where its build time starts to dominate), ``nndescent`` above.
 
 ``recall_at_k`` and ``sampled_recall`` measure an approximate result against exact
-kNN on a random sample of query points (exact search of a sample is cheap at any N).
+kNN on a random sample of query points (exact search of a sample is cheap at any N);
+``bench/scale.py`` records recall and time against exact kNN and ``scanpy.pp.neighbors``
+at each size (``bench/README.md``).
 """
 
 from __future__ import annotations

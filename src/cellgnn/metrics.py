@@ -1,10 +1,8 @@
-"""Classification metrics on held-out cells and intervals over seeds."""
+"""Classification metrics on held-out cells (intervals over seeds: :mod:`cellgnn.stats`)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
@@ -31,41 +29,6 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
         "macro_f1": float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0)),
         "auroc": float(np.mean(aucs)) if aucs else float("nan"),
     }
-
-
-def per_class_f1(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """F1 of each class ``[C]`` (NaN for classes absent from both truth and prediction)."""
-    out = f1_score(y_true, pred, labels=np.arange(n_classes), average=None, zero_division=np.nan)
-    return np.asarray(out, dtype=float)
-
-
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-based ``confidence`` interval over seeds: ``(mean, low, high)``.
-
-    With a single value the interval is (nan, nan): one seed says nothing about spread.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-    return m, m - half, m + half
-
-
-def summarize(df: pd.DataFrame, by=("model", "split"), metrics=METRICS) -> pd.DataFrame:
-    """One row per group: ``n_seeds``, ``seeds`` and ``<metric>_mean/_low/_high`` (95% CI)."""
-    rows = []
-    for key, g in df.groupby(list(by), sort=True):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row["n_seeds"] = int(g["seed"].nunique())
-        row["seeds"] = " ".join(str(s) for s in sorted(g["seed"].unique()))
-        for m in metrics:
-            row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(g[m])
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def majority_baseline(y_train: np.ndarray, y_test: np.ndarray, n_classes: int) -> dict[str, float]:

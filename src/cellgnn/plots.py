@@ -1,14 +1,13 @@
 """Figures stage: UMAP panels, confusion matrix, model comparison, and ``summary.md``.
 
-Colour-blind-safe palettes (Okabe–Ito for categories, viridis for continuous values);
-every figure is written as PNG (300 dpi) and PDF.
+Palette and saver: :mod:`cellgnn.figstyle` (Okabe–Ito for categories, viridis for
+continuous values; PNG + PDF).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import matplotlib
 
@@ -18,43 +17,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import CellgnnInputError  # noqa: E402
+from .figstyle import palette, save_figure  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
-from .metrics import METRICS, mean_ci, summarize  # noqa: E402
+from .metrics import METRICS  # noqa: E402
 
 LOG = logging.getLogger(__name__)
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                  "auroc": "AUROC (one-vs-rest)"}
-
-
-def palette(n: int) -> list:
-    """n colour-blind-safe colours: Okabe–Ito, extended with tab20 beyond 8 categories."""
-    if n <= len(OKABE_ITO):
-        return OKABE_ITO[:n]
-    extra = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    return (OKABE_ITO + extra)[:n]
-
-
-def save_figure(fig, png_path: str | Path, pdf_path: str | Path | None = None) -> None:
-    """Save ``fig`` atomically as PNG and (when given) PDF, then close it."""
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=300, bbox_inches="tight", format="png")
-    if pdf_path:
-        with atomic_path(pdf_path) as tmp:
-            fig.savefig(tmp, bbox_inches="tight", format="pdf")
-    plt.close(fig)
 
 
 def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> str:
     """Model with the highest mean test ``metric`` on split mode ``split``."""
     sub = models_csv[models_csv["split"] == split]
     return str(sub.groupby("model")[metric].mean().idxmax())
-
-
-def preferred_split(splits) -> str:
-    """The honest split when present: ``donors``, else the first."""
-    splits = list(splits)
-    return "donors" if "donors" in splits else splits[0]
 
 
 # ---------------------------------------------------------------- UMAP
@@ -155,8 +130,12 @@ def plot_confusion(prediction_tables: list[pd.DataFrame], classes: list[str], pn
 
 
 # ---------------------------------------------------------------- model comparison
-def plot_model_comparison(df: pd.DataFrame, png: str, pdf: str, chance: dict[str, float] | None = None) -> None:
-    """Bars: mean test metric per model and split mode, error bars = 95% CI over seeds, dots = seeds."""
+def plot_model_comparison(df: pd.DataFrame, summary: pd.DataFrame, png: str, pdf: str,
+                          chance: dict[str, float] | None = None) -> None:
+    """Bars: mean test metric per model and split mode with the 95% interval of ``summary``
+    (``metrics/models_summary.csv``: bootstrap over donors on donor_cv, t over seeds otherwise);
+    dots: seeds (on donor_cv each seed's metric pooled over the folds)."""
+    summ = summary.set_index(["model", "split"])
     models = sorted(df["model"].unique(), key=lambda m: df[df["model"] == m]["macro_f1"].mean())
     splits = sorted(df["split"].unique())
     colors = dict(zip(splits, palette(len(splits))))
@@ -168,7 +147,7 @@ def plot_model_comparison(df: pd.DataFrame, png: str, pdf: str, chance: dict[str
                 vals = df[(df["model"] == model) & (df["split"] == split)][metric].to_numpy()
                 if vals.size == 0:
                     continue
-                mean, low, high = mean_ci(vals)
+                mean, low, high = (summ.loc[(model, split), f"{metric}_{k}"] for k in ("mean", "low", "high"))
                 x = m_i + (s_i - (len(splits) - 1) / 2) * width
                 err = None if np.isnan(low) else [[mean - low], [high - mean]]
                 ax.bar(x, mean, width, color=colors[split], label=split if m_i == 0 else None,
@@ -181,8 +160,8 @@ def plot_model_comparison(df: pd.DataFrame, png: str, pdf: str, chance: dict[str
         ax.set_ylim(0, 1.02)
     axes[0].legend(title="Split mode", fontsize=8, frameon=False)
     n_seeds = df["seed"].nunique()
-    fig.suptitle(f"Held-out test cells; bars: mean over {n_seeds} seeds, error bars: 95% CI (t), dots: seeds",
-                 fontsize=9)
+    fig.suptitle(f"Held-out test cells; bars: mean over {n_seeds} seeds; error bars: 95% interval (bootstrap over "
+                 "donors on donor_cv, t over seeds otherwise); dots: seeds", fontsize=9)
     fig.tight_layout()
     save_figure(fig, png, pdf)
 
@@ -196,21 +175,93 @@ def format_ci(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def paired_difference(df: pd.DataFrame, a: str, b: str, split: str, metric: str = "macro_f1"):
-    """Mean and 95% CI over seeds of ``metric(a) - metric(b)``, paired by seed; None if not both present."""
-    sub = df[df["split"] == split].pivot(index="seed", columns="model", values=metric)
-    if a not in sub or b not in sub:
-        return None
-    d = (sub[a] - sub[b]).dropna()
-    return (*mean_ci(d), int(d.size))
+GRAPH_MODELS = ("gcn", "gat", "gat_ef", "gat_edge", "gcn_ef", "gat_activa")
+SPLIT_TEXT = {"cells": "`cells` (random cells: a donor's cells on both sides, the original study's leaky split)",
+              "donors": "`donors` (one set of whole donors held out)",
+              "donor_cv": "`donor_cv` (cross-validation over donors: every donor tested once, metrics on the "
+                          "pooled held-out cells)"}
 
 
-def write_summary(models_csv: str, qc_json: str, path: str, dataset: str, sections: dict[str, str] | None = None) -> str:
-    """``summary.md``: data after QC, the model comparison with 95% CIs, GAT vs baselines.
+def model_section(summary_csv: str, margins_csv: str, calls_csv: str) -> list[str]:
+    """Markdown lines: the model table with each row's interval method, the best model on held-out
+    donors with its paired margins, whether a graph model beats the best baseline, and the
+    donor (or sample) calls of the best model."""
+    summ = pd.read_csv(summary_csv)
+    lines = ["## Model comparison (held-out cells)", "",
+             "Split modes: " + "; ".join(SPLIT_TEXT[s] for s in SPLIT_TEXT if s in set(summ["split"])) + ".",
+             "Intervals: 95%, by the method named in each row (a bootstrap over donors and seeds on `donor_cv`, "
+             "a t-interval over seeds otherwise).", ""]
+    has_calls = "call_accuracy" in summ
+    header = ("| split | model | seeds | interval | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
+              + (" | call accuracy |" if has_calls else " |"))
+    lines += [header, "|" + "---|" * (4 + len(METRICS) + has_calls)]
+    for _, r in summ.sort_values(["split", "balanced_accuracy_mean"], ascending=[True, False]).iterrows():
+        cells = [format_ci(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS]
+        call = ""
+        if has_calls:
+            call = (f" | {r['call_accuracy']:.2f} of {int(r['n_units'])} {r['unit_kind']}s"
+                    if pd.notna(r.get("call_accuracy")) else " | –")
+        lines.append(f"| {r['split']} | {r['model']} | {r['seeds']} | {r['ci']} | " + " | ".join(cells) + call + " |")
+    lines.append("")
+    margins = pd.read_csv(margins_csv)
+    if not margins.empty:
+        best, split, metric = margins["best"].iloc[0], margins["split"].iloc[0], margins["metric"].iloc[0]
+        lines += [f"### Best model on held-out donors (`{split}`, {METRIC_LABELS[metric]})", "",
+                  f"Best: **{best}**. Its margin over every other model ({margins['interval'].iloc[0]}):", ""]
+        for _, r in margins.iterrows():
+            verdict = "excludes 0" if r["excludes_zero"] else "includes 0: not distinguishable"
+            lines.append(f"- − {r['other']}: {format_ci(r['margin'], r['low'], r['high'])} ({verdict})")
+        lines.append("")
+        held = summ[summ["split"] == split].set_index("model")[f"{metric}_mean"]
+        graph = held[[m for m in held.index if m in GRAPH_MODELS]]
+        base = held[[m for m in held.index if m not in GRAPH_MODELS]]
+        if len(graph) and len(base):
+            g, b = graph.idxmax(), base.idxmax()
+            if g == best:
+                row = margins[margins["other"] == b].iloc[0]
+                lines.append(f"The best graph model ({g}) beats the best baseline ({b}) by "
+                             f"{format_ci(row['margin'], row['low'], row['high'])}"
+                             + ("." if row["excludes_zero"] else ", an interval that includes 0: not a clear win."))
+            else:
+                lines.append(f"**No graph model beats the best baseline here**: the best graph model ({g}, "
+                             f"{graph[g]:.3f}) is below the best baseline ({b}, {base[b]:.3f}) on held-out donors.")
+            lines.append("")
+    calls = pd.read_csv(calls_csv, dtype={"unit": str})
+    if not calls.empty and not margins.empty:
+        best_calls = calls[(calls["model"] == margins["best"].iloc[0]) & (calls["split"] == margins["split"].iloc[0])]
+        if not best_calls.empty:
+            lines += [donor_table(best_calls), ""]
+    return lines
 
-    sections: extra markdown blocks (title → body) contributed by later stages.
-    """
-    df = pd.read_csv(models_csv)
+
+def donor_table(calls: pd.DataFrame) -> str:
+    """Markdown table: each held-out unit's true class, its call (mean log-probability) per seed agreeing,
+    and the majority-vote call, for one model."""
+    kind = calls["unit_kind"].iloc[0]
+    classes = [c[len("mean_logp_"):] for c in calls.columns if c.startswith("mean_logp_")]
+    n_seeds = calls["seed"].nunique()
+    lines = [f"Calls per held-out {kind} ({calls['model'].iloc[0]}; cells aggregated by mean log-probability, "
+             f"and by majority vote; {n_seeds} seeds):", "",
+             f"| {kind} | true | cells | call | seeds agreeing | vote | " + " | ".join(f"p({c})" for c in classes) + " |",
+             "|" + "---|" * (6 + len(classes))]
+    for unit, g in calls.groupby("unit", sort=True):
+        logp = g[[f"mean_logp_{c}" for c in classes]].to_numpy().mean(0)
+        p = np.exp(logp - logp.max())
+        p /= p.sum()
+        call = g["call"].mode().iloc[0]
+        lines.append(f"| {unit} | {g['true'].iloc[0]} | {int(g['n_cells'].iloc[0])} | {call} | "
+                     f"{int((g['call'] == call).sum())}/{n_seeds} | {g['vote'].mode().iloc[0]} | "
+                     + " | ".join(f"{v:.2f}" for v in p) + " |")
+    acc = calls.groupby("seed")["call_correct"].mean()
+    lines += ["", f"{kind.capitalize()}-level accuracy: {acc.mean():.3f} (per seed: "
+              + ", ".join(f"{v:.2f}" for v in acc) + ")."]
+    return "\n".join(lines)
+
+
+def write_summary(summary_csv: str, margins_csv: str, calls_csv: str, qc_json: str, path: str, dataset: str,
+                  notes: list[str] = (), sections: dict[str, str] | None = None) -> str:
+    """``summary.md``: data after QC, the design decisions of the run, the model comparison with
+    95% intervals and donor-level calls, then the sections of later stages (title -> markdown)."""
     with open(qc_json) as fh:
         qc = json.load(fh)
     lines = [f"# cellgnn summary: `{dataset}`", ""]
@@ -219,27 +270,9 @@ def write_summary(models_csv: str, qc_json: str, path: str, dataset: str, sectio
               f"(from {qc['input']['n_cells']} × {qc['input']['n_genes']}; cells removed: "
               + ", ".join(f"{k}: {v}" for k, v in qc["removed_cells"].items()) + ").", "",
               "Cells per label: " + ", ".join(f"{k} {v}" for k, v in qc["cells_per_label"].items()) + ".", ""]
-    summ = summarize(df)
-    lines += ["## Model comparison (test cells)", "",
-              "Mean over seeds with a t-based 95% confidence interval. Split mode `cells`: cells assigned at "
-              "random (donors shared between train and test, as in the original study); `donors`: whole donors "
-              "held out (the honest estimate for new patients).", ""]
-    header = "| split | model | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |"
-    lines += [header, "|" + "---|" * (3 + len(METRICS))]
-    for _, r in summ.sort_values(["split", "macro_f1_mean"], ascending=[True, False]).iterrows():
-        cells = [format_ci(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS]
-        lines.append(f"| {r['split']} | {r['model']} | {r['seeds']} | " + " | ".join(cells) + " |")
-    lines.append("")
-    comparisons = []
-    for split in sorted(df["split"].unique()):
-        for other in ("logreg", "mlp", "gcn"):
-            res = paired_difference(df, "gat", other, split)
-            if res is not None:
-                mean, low, high, n = res
-                comparisons.append(f"- `{split}`: GAT − {other} macro-F1 = {format_ci(mean, low, high)} "
-                                   f"(paired over {n} seeds)")
-    if comparisons:
-        lines += ["### GAT against the baselines", ""] + comparisons + [""]
+    if notes:
+        lines += ["Decisions of this run:", ""] + [f"- {n}" for n in notes] + [""]
+    lines += model_section(summary_csv, margins_csv, calls_csv)
     for title, body in (sections or {}).items():
         lines += [f"## {title}", "", body.strip(), ""]
     text = "\n".join(lines)
@@ -249,13 +282,22 @@ def write_summary(models_csv: str, qc_json: str, path: str, dataset: str, sectio
 
 # ---------------------------------------------------------------- rule entry points
 def _best_predictions(models_csv: str, prediction_files: list[str], split: str) -> tuple[str, list[pd.DataFrame]]:
-    """The best model on ``split`` and its per-seed prediction tables."""
+    """The best model on split mode ``split`` and one prediction table per seed (on ``donor_cv`` the
+    folds' tables joined: each cell once as ``test``, by the fold that held it out)."""
+    import re
+
     model = best_run(pd.read_csv(models_csv), split)
-    files = [f for f in prediction_files if f"/{split}/{model}/seed" in str(f)]
-    return model, [pd.read_csv(f) for f in sorted(files)]
+    pattern = re.compile(rf"/{re.escape(split)}(/fold\d+)?/{re.escape(model)}/seed(\d+)/")
+    by_seed: dict[int, list[pd.DataFrame]] = {}
+    for f in sorted(prediction_files):
+        m = pattern.search(str(f).replace("\\", "/"))
+        if m:
+            df = pd.read_csv(f)
+            by_seed.setdefault(int(m.group(2)), []).append(df[df["split"] == "test"] if m.group(1) else df)
+    return model, [pd.concat(v, ignore_index=True) for _, v in sorted(by_seed.items())]
 
 
-def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
+def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
     """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
     import anndata as ad
 
@@ -264,8 +306,15 @@ def write_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
         emb.to_csv(tmp, float_format="%.5f")
 
 
-def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
-                png: str, pdf: str) -> None:
+def run_model_comparison(models_csv: str, summary_csv: str, png: str, pdf: str) -> None:
+    """Rule model_comparison: :func:`plot_model_comparison` of ``metrics/models.csv`` with the
+    intervals of ``metrics/models_summary.csv``."""
+    plot_model_comparison(pd.read_csv(models_csv), pd.read_csv(summary_csv), png, pdf)
+
+
+def run_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction_files: list[str], split: str,
+             png: str, pdf: str) -> None:
+    """Rule umap: :func:`plot_umap` with the best model's predictions on ``split`` (first seed)."""
     import anndata as ad
 
     model, tables = _best_predictions(models_csv, prediction_files, split)
@@ -274,7 +323,8 @@ def figure_umap(adata_path: str, embedding_csv: str, models_csv: str, prediction
               f"{model}, {split} split, first seed", embedding_file=embedding_csv)
 
 
-def figure_confusion(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+def run_confusion_matrix(models_csv: str, prediction_files: list[str], split: str, png: str, pdf: str) -> None:
+    """Rule confusion_matrix: :func:`plot_confusion` of the best model on ``split``, seeds pooled."""
     model, tables = _best_predictions(models_csv, prediction_files, split)
     classes = sorted(set(tables[0]["true"].astype(str)))
     plot_confusion(tables, classes, png, pdf,

@@ -1,4 +1,4 @@
-"""Figures of the explain stage (PNG + PDF, Okabe–Ito colours, labelled axes).
+"""Figures of the explain stage (PNG + PDF, Okabe–Ito colours: :mod:`cellgnn.figstyle`; labelled axes).
 
 Each ``plot_*`` function reads the explain stage's tables and writes ``<stem>.png`` and
 ``<stem>.pdf``. ``plot_explain(explain_dir, figure_dir, truth_genes)`` writes all four.
@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
+from .figstyle import colour, pyplot, save_figure
+from .stats import t_interval
 
 LOG = logging.getLogger(__name__)
 
-# Okabe & Ito (2008), colour-blind safe
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 METHOD_LABELS = {"integrated_gradients": "Integrated gradients", "weights": "First-layer weight magnitude",
                  "attention": "scANNA attention", "gnnexplainer": "GNNExplainer",
                  "de": "Wilcoxon DE (vs rest)",
@@ -25,27 +24,8 @@ METHOD_LABELS = {"integrated_gradients": "Integrated gradients", "weights": "Fir
 FIGURES = ("explain_top_genes", "explain_methods", "explain_edge_features", "explain_cell_types")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, stem: str | Path) -> None:
-    """Write ``stem.png`` (200 dpi) and ``stem.pdf`` atomically, then close the figure."""
-    plt = _plt()
-    stem = Path(stem)
-    for ext in ("png", "pdf"):
-        with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
-            fig.savefig(tmp, dpi=200, bbox_inches="tight", format=ext)
-    plt.close(fig)
-
-
 def _empty(stem, title: str, message: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 2))
     ax.axis("off")
     ax.set_title(title)
@@ -60,7 +40,7 @@ def plot_top_genes(genes: pd.DataFrame, stem, method: str = "integrated_gradient
     Colour = score scaled to [0, 1] within each column, size = 1/rank; genes planted in
     that class are marked with a black ring when ``planted`` (pairs ``(class, gene)``) is given.
     """
-    plt = _plt()
+    plt = pyplot()
     d = genes[(genes["method"] == method) & (genes["rank"] <= n_top)]
     if d.empty:
         _empty(stem, "Top genes per class × cell type", f"no {method} rankings in this run")
@@ -94,9 +74,7 @@ def plot_top_genes(genes: pd.DataFrame, stem, method: str = "integrated_gradient
 def plot_method_comparison(scores: pd.DataFrame, stem) -> None:
     """Precision@k and AUPRC per method: mean over classes per seed (points), mean and 95%
     interval over seeds (bar and error bar)."""
-    from .explain import interval95
-
-    plt = _plt()
+    plt = pyplot()
     if scores.empty:
         _empty(stem, "Attribution methods against planted genes", "no ground truth (real data): nothing to score")
         return
@@ -106,9 +84,8 @@ def plot_method_comparison(scores: pd.DataFrame, stem) -> None:
     for ax, metric, label in zip(axes, ("precision_at_k", "auprc"), ("precision@k (k = planted genes)", "AUPRC")):
         for i, m in enumerate(order):
             v = per_seed.loc[per_seed["method"] == m, metric].to_numpy()
-            mean, lo, hi = interval95(v)
-            ax.bar(i, mean, color=OKABE_ITO[i % len(OKABE_ITO)], alpha=0.8,
-                   yerr=[[mean - lo], [hi - mean]], capsize=3)
+            mean, lo, hi = t_interval(v)
+            ax.bar(i, mean, color=colour(i), alpha=0.8, yerr=_yerr(mean, lo, hi), capsize=3)
             ax.scatter(np.full(v.size, i) + np.linspace(-0.15, 0.15, v.size), v, s=10, color="black", zorder=3)
         ax.set_xticks(range(len(order)), [METHOD_LABELS.get(m, m) for m in order], rotation=40, ha="right")
         ax.set_ylabel(label)
@@ -122,7 +99,7 @@ def plot_method_comparison(scores: pd.DataFrame, stem) -> None:
 def plot_edge_features(edge: pd.DataFrame, stem) -> None:
     """Edge-feature group importance: ablation (drop in the metric when a group is removed)
     beside weight magnitudes (mean |W| of the first edge-feature layer, min–max scaled)."""
-    plt = _plt()
+    plt = pyplot()
     if edge.empty:
         _empty(stem, "Edge-feature group importance",
                "no edge-feature model or ablation in this run (see explain/run.json notes)")
@@ -141,7 +118,7 @@ def plot_edge_features(edge: pd.DataFrame, stem) -> None:
         else:
             err = g.std().reindex(groups).fillna(0).to_numpy()
         ax.bar(range(len(groups)), mean, yerr=err, capsize=3,
-               color=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(groups))])
+               color=[colour(i) for i in range(len(groups))])
         ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
         ax.set_xlabel("edge-feature group")
         ax.set_ylabel(ylabels.get(m, "importance"))
@@ -155,9 +132,7 @@ def plot_edge_features(edge: pd.DataFrame, stem) -> None:
 def plot_cell_types(cell_types: pd.DataFrame, stem) -> None:
     """Per cell type: test accuracy of the explained model, and the share of integrated-
     gradient mass each cell type's nodes carry (all classes together); 95% CI over seeds."""
-    from .explain import interval95
-
-    plt = _plt()
+    plt = pyplot()
     d = cell_types[cell_types["class"] == "all"] if not cell_types.empty else cell_types
     if d.empty:
         _empty(stem, "Per-cell-type accuracy", "integrated gradients not run: no per-cell-type table")
@@ -168,8 +143,8 @@ def plot_cell_types(cell_types: pd.DataFrame, stem) -> None:
                               ("accuracy on explained cells", "share of |IG| mass from its nodes")):
         for i, t in enumerate(types):
             v = d.loc[d["cell_type"] == t, col].to_numpy(dtype=float)
-            mean, lo, hi = interval95(v)
-            ax.bar(i, mean, color=OKABE_ITO[i % len(OKABE_ITO)], yerr=[[mean - lo], [hi - mean]], capsize=3)
+            mean, lo, hi = t_interval(v)
+            ax.bar(i, mean, color=colour(i), yerr=_yerr(mean, lo, hi), capsize=3)
         ax.set_xticks(range(len(types)), types, rotation=40, ha="right")
         ax.set_xlabel("cell type")
         ax.set_ylabel(label)
@@ -198,12 +173,17 @@ def plot_explain(explain_dir: str | Path, figure_dir: str | Path, truth: dict | 
     return stems
 
 
-def plot_explain_rule(run_json: str, raw_path: str, first_png: str, method: str, n_top: int) -> list[Path]:
-    """The figures rule: tables beside ``run_json``, truth from ``raw_path``, figures beside ``first_png``."""
+def run_explain_figures(run_json: str, raw_path: str, first_png: str, method: str, n_top: int) -> list[Path]:
+    """Rule explain_figures: tables beside ``run_json``, truth from ``raw_path``, figures beside ``first_png``."""
     from .explain import read_ground_truth
 
     return plot_explain(Path(run_json).parent, Path(first_png).parent, truth=read_ground_truth(raw_path),
                         method=method, n_top=n_top)
+
+
+def _yerr(mean: float, low: float, high: float):
+    """Error-bar extents ``[[below], [above]]`` of an interval; None when there is none (one seed)."""
+    return None if not np.isfinite(low) else [[mean - low], [high - mean]]
 
 
 def _fmt(mean: float, low: float, high: float) -> str:
@@ -212,24 +192,34 @@ def _fmt(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f}" if not np.isfinite(low) or high - low < 1e-9 else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _fmt_margin(diff: float, low: float, high: float) -> str:
+    """A signed difference with its interval; no interval for a single pair of runs."""
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else f"{diff:+.3f} (one seed, no interval)"
+
+
 def explanation_section(explain_dir: str | Path) -> str:
     """Markdown for ``summary.md``: methods against the planted truth, winner and margins,
     IG completeness, cell-type accuracy and edge-feature importance."""
     import json
 
-    from .explain import interval95
-
     e = Path(explain_dir)
     run = json.loads((e / "run.json").read_text())
-    lines = [f"Explained {run['n_cells']} `{run['cells_from']}` cells with model seeds "
-             f"{run['model_seeds']} (graph `{run['graph']}`)."]
+    graphs = run.get("graphs", [run.get("graph")])
+    lines = [f"Explained {run['n_cells']} `{run['cells_from']}` cells with model seeds {run['model_seeds']}"
+             + (f" (graph `{graphs[0]}`)." if len(graphs) == 1 else
+                f", pooled over {len(graphs)} folds (each cell explained by the models of the fold that held its "
+                "donor out).")]
     summ = pd.read_csv(e / "scores_summary.csv") if (e / "scores_summary.csv").stat().st_size > 1 else pd.DataFrame()
+    truth = run.get("truth") or "planted genes (simulator)"
     if summ.empty:
-        lines.append("No ground truth (real data): the gene rankings are in `explain/genes.csv`, unscored.")
+        lines.append("No ground truth and no gene set (explain.gene_set): the gene rankings are in "
+                     "`explain/genes.csv`, unscored.")
     else:
-        lines += ["", "Planted response genes recovered by each method (mean over classes; mean and 95% CI "
-                  "over seeds; k = number of genes planted in every cell type of the class):", "",
-                  "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
+        what = ("Planted response genes recovered by each method (mean over classes; mean and 95% CI over seeds; "
+                "k = number of genes planted in every cell type of the class):" if truth.startswith("planted") else
+                f"Genes of the published {truth} recovered by each method for the classes it describes (k = "
+                "the set's genes measured; DE is the baseline, random the floor; mean and 95% CI over seeds):")
+        lines += ["", what, "", "| method | seeds | precision@k | AUPRC |", "|---|---|---|---|"]
         for _, r in summ.iterrows():
             lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {r['seeds'] if pd.notna(r['seeds']) else 'deterministic'} | "
                          f"{_fmt(r['precision_at_k'], r['precision_at_k_low'], r['precision_at_k_high'])} | "
@@ -239,7 +229,7 @@ def explanation_section(explain_dir: str | Path) -> str:
 
         marg = method_margins(pd.read_csv(e / "ground_truth_scores.csv"), best["method"],
                               [m for m in summ["method"] if m != best["method"]])
-        margins = [f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] over {METHOD_LABELS.get(r['other'], r['other'])}"
+        margins = [f"{_fmt_margin(r['diff'], r['low'], r['high'])} over {METHOD_LABELS.get(r['other'], r['other'])}"
                    for _, r in marg.iterrows()]
         lines += ["", f"Best: **{METHOD_LABELS.get(best['method'], best['method'])}**, precision@k "
                   f"{best['precision_at_k']:.3f}" + (f"; margins paired by model seed, 95% CI: {'; '.join(margins)}."
@@ -270,8 +260,8 @@ def explanation_section(explain_dir: str | Path) -> str:
     if not ct.empty:
         lines += ["", "| cell type | cells | accuracy | share of IG mass |", "|---|---|---|---|"]
         for t, grp in ct.groupby("cell_type", sort=False):
-            lines.append(f"| {t} | {int(grp['n_cells'].iloc[0])} | {_fmt(*interval95(grp['accuracy']))} | "
-                         f"{_fmt(*interval95(grp['attribution_share']))} |")
+            lines.append(f"| {t} | {int(grp['n_cells'].iloc[0])} | {_fmt(*t_interval(grp['accuracy']))} | "
+                         f"{_fmt(*t_interval(grp['attribution_share']))} |")
     edge = pd.read_csv(e / "edge_features.csv")
     if not edge.empty:
         piv = edge.groupby(["group", "method"])["importance"].mean().unstack()

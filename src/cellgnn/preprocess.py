@@ -31,6 +31,9 @@ def preprocess(adata: ad.AnnData, cfg: dict, seed: int = 0, source: str = "raw.h
     """
     import scanpy as sc
 
+    from .config import settings
+
+    cfg = settings("preprocess", cfg)
     adata = adata.copy()
     X = adata.X
     if sp.issparse(X):
@@ -90,7 +93,7 @@ def preprocess(adata: ad.AnnData, cfg: dict, seed: int = 0, source: str = "raw.h
             sc.pp.log1p(adata)
         elif cfg["transform"] == "sqrt":
             adata.X = adata.X.sqrt() if sp.issparse(adata.X) else np.sqrt(adata.X)
-    hvg = cfg.get("hvg")
+    hvg = cfg["hvg"]
     if hvg:
         n_top = min(int(hvg), adata.n_vars)
         if cfg["expect_counts"]:
@@ -102,6 +105,9 @@ def preprocess(adata: ad.AnnData, cfg: dict, seed: int = 0, source: str = "raw.h
     else:
         adata.var["highly_variable"] = True
     n_pcs = min(cfg["n_pcs"], adata.n_obs - 1, adata.n_vars - 1)
+    if n_pcs < cfg["n_pcs"]:
+        LOG.warning("field 'preprocess.n_pcs': %d PCs asked for, %d computed (%d cells x %d genes after QC)",
+                    cfg["n_pcs"], n_pcs, adata.n_obs, adata.n_vars)
     sc.pp.pca(adata, n_comps=n_pcs, random_state=seed, mask_var=None)
     adata.obsm["X_pca"] = adata.obsm["X_pca"].astype(np.float32)
     adata.uns["preprocess"] = {k: v for k, v in cfg.items() if v is not None}

@@ -1,10 +1,12 @@
-"""Train stage: fit one model on one split mode with one seed; evaluate on held-out cells.
+"""Train stage: fit one model on one split unit with each seed; evaluate on held-out cells.
 
 ``train_model(graph, name, cfg, seed, device, edge_attr)`` returns a :class:`TrainResult`
 holding the fitted model, test metrics, per-cell predictions and the training history.
 Torch models train full-batch with early stopping on validation loss and restore the
 best epoch. In ``inductive`` graphs the training forward pass sees only the training
-subgraph; validation and test cells are never in a training batch.
+subgraph; validation and test cells are never in a training batch. Reference models
+(:mod:`cellgnn.models.reference`) are fitted with scikit-learn. ``run_train`` is the
+rule: every seed of one model on one graph file, in one process.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import CellgnnInputError
+from .graph import graph_fingerprint
 from .metrics import classification_metrics
 from .models import build_model, get_spec
 from .utils import seed_everything
@@ -48,9 +52,12 @@ class TrainResult:
 
 
 def model_params(name: str, cfg: dict) -> dict:
-    """Registry defaults overlaid with ``cfg["hyperparameters"][name]``."""
-    spec = get_spec(name)
-    return {**spec.defaults, **(cfg.get("hyperparameters", {}) or {}).get(name, {})}
+    """The model's settings: ``cfg["hyperparameters"][name]`` over the schema's defaults for it."""
+    from .config import schema_defaults
+
+    get_spec(name)
+    defaults = schema_defaults()["train"]["hyperparameters"].get(name, {})  # none for models registered at run time
+    return {**defaults, **(cfg.get("hyperparameters", {}) or {}).get(name, {})}
 
 
 def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.device | None = None,
@@ -63,7 +70,10 @@ def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.devi
     a resumable checkpoint there every ``checkpoint_every`` epochs and continue from it when
     it exists (same final numbers as an uninterrupted run on CPU); the caller deletes it.
     """
+    from .config import settings
+
     spec = get_spec(name)
+    cfg = settings("train", cfg)
     params = model_params(name, cfg)
     if spec.edge_features:
         if edge_attr is None:
@@ -76,7 +86,7 @@ def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.devi
     seed_everything(seed)
     t0 = time.perf_counter()
     if spec.kind == "sklearn":
-        result = _fit_logreg(graph, params, cfg, seed)
+        result = _fit_reference(graph, name, params, cfg, seed)
     else:
         result = _fit_torch(graph, name, params, cfg, seed, device or torch.device("cpu"), edge_attr, resume)
     result.seconds = time.perf_counter() - t0
@@ -84,32 +94,16 @@ def train_model(graph: dict, name: str, cfg: dict, seed: int, device: torch.devi
     return result
 
 
-def _fit_logreg(graph: dict, params: dict, cfg: dict, seed: int) -> TrainResult:
-    from sklearn.linear_model import LogisticRegression
+def _fit_reference(graph: dict, name: str, params: dict, cfg: dict, seed: int) -> TrainResult:
+    from .models.reference import FITTERS, fit_logreg
 
-    feats = cfg.get("logreg_features", "genes")
-    X = (graph["x"] if feats == "genes" else graph["pca"]).numpy()
-    y = graph["y"].numpy()
-    tr = graph["train_mask"].numpy()
-    clf = LogisticRegression(C=float(params.get("C", 1.0)), max_iter=int(params.get("max_iter", 2000)),
-                             random_state=seed)
-    clf.fit(X[tr], y[tr])
-    proba = np.zeros((X.shape[0], len(graph["classes"])))
-    proba[:, clf.classes_] = clf.predict_proba(X)
+    if name == "logreg":
+        fitted = fit_logreg(graph, params, seed, features=cfg["logreg_features"])
+    else:
+        fitted = FITTERS[name](graph, params, seed)
     te = graph["test_mask"].numpy()
-    return TrainResult(clf, classification_metrics(y[te], proba[te]), proba)
-
-
-def graph_fingerprint(graph: dict) -> str:
-    """Short hash of a graph's cells, genes, classes and split: tells datasets and splits apart."""
-    h = hashlib.sha256()
-    for key in ("cell_ids", "genes", "classes"):
-        h.update("\x1f".join(map(str, graph.get(key, []))).encode())
-        h.update(b"\x1e")
-    h.update(str(graph.get("split_mode")).encode())
-    for key in ("train_mask", "test_mask"):
-        h.update(graph[key].numpy().tobytes())
-    return h.hexdigest()[:16]
+    return TrainResult(fitted.estimator, classification_metrics(graph["y"].numpy()[te], fitted.proba[te]),
+                       fitted.proba)
 
 
 def _rng_state() -> dict:
@@ -144,12 +138,16 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     arch = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
     edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
     model = build_model(name, graph["x"].shape[1], len(graph["classes"]), edge_dim=edge_dim, **arch).to(device)
-    opt_name = params.get("optimizer", "adam")
+    opt_name = params["optimizer"]
     if opt_name not in OPTIMIZERS:
         raise CellgnnInputError(f"unknown optimizer '{opt_name}'", field=f"train.hyperparameters.{name}.optimizer",
                                 fix=f"use one of {sorted(OPTIMIZERS)}")
     opt = OPTIMIZERS[opt_name](model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
 
+    if not bool(graph["val_mask"].any()):
+        raise CellgnnInputError(f"{name}: no validation cells, so early stopping has nothing to watch",
+                                field="val_mask", fix="rebuild the graph (the graph stage draws validation cells "
+                                "from the training donors)")
     x = graph["x"].to(device)
     y = graph["y"].to(device)
     ei = graph["edge_index"].to(device)
@@ -169,7 +167,7 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         va_x, va_y, va_ei, va_ea, va_mask = x, y, ei, ea, val_mask
     # class weights balance rare classes in the loss
     counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
-    weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg.get("class_weights", True) else None
+    weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg["class_weights"] else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
 
     def step(xb, eib, eab, yb, mb) -> float:
@@ -183,20 +181,20 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         opt.step()
         return float(loss.detach())
 
-    batching = cfg.get("batching", "full")
+    batching = cfg["batching"]
     if batching == "cluster":  # Cluster-GCN mini-batches over the training graph (cellgnn.batching)
         from .batching import ClusterBatches, pca_partition
 
         sub_pca = graph["pca"] if graph["graph_mode"] != "inductive" else graph["pca"][graph["train_mask"]]
-        num_parts = min(int(cfg.get("num_parts", 50)), tr_x.shape[0])
+        num_parts = min(int(cfg["num_parts"]), tr_x.shape[0])
         batches = ClusterBatches(tr_ei, pca_partition(sub_pca.numpy(), num_parts),
-                                 int(cfg.get("parts_per_batch", 10)), seed=seed)
+                                 int(cfg["parts_per_batch"]), seed=seed)
         tr_train = torch.ones(tr_x.shape[0], dtype=torch.bool, device=device) if tr_mask is None else tr_mask
 
     best = {"loss": float("inf"), "epoch": -1, "state": None}
     history = []
     start, resumed = 0, None
-    every = int(cfg.get("checkpoint_every", 10))
+    every = int(cfg["checkpoint_every"])
     key = _resume_key(graph, name, params, cfg, seed, edge_dim)
     if resume is not None and Path(resume).exists():
         state = _load_resume(resume, key)
@@ -230,6 +228,10 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
             logits = model(va_x, va_ei, va_ea)
             val_loss = float(loss_fn(logits if va_mask is None else logits[va_mask],
                                      va_y if va_mask is None else va_y[va_mask]))
+        if not np.isfinite(val_loss):
+            raise CellgnnInputError(f"{name}: the validation loss became {val_loss} at epoch {epoch}",
+                                    field=f"train.hyperparameters.{name}.lr",
+                                    fix="lower the learning rate, or check the data for extreme values")
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best["loss"] - 1e-6:
             best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
@@ -266,57 +268,118 @@ def _load_resume(path: str | Path, key: str) -> dict | None:
 
 
 def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
-    """Per-cell predictions: ``cell_id, split, true, pred, p_<class>...``."""
+    """Per-cell predictions: ``cell_id, split, donor, sample, cell_type, true, pred, p_<class>...``."""
     classes = np.asarray(graph["classes"])
     split = np.where(graph["train_mask"].numpy(), "train", np.where(graph["val_mask"].numpy(), "val", "test"))
-    df = pd.DataFrame({"cell_id": graph["cell_ids"], "split": split, "true": classes[graph["y"].numpy()],
-                       "pred": classes[proba.argmax(axis=1)]})
+    names = {k: np.asarray(graph[f"{k}s"]) for k in ("donor", "sample", "cell_type")}
+    df = pd.DataFrame({"cell_id": graph["cell_ids"], "split": split,
+                       **{k: v[graph[k].numpy()] for k, v in names.items()},
+                       "true": classes[graph["y"].numpy()], "pred": classes[proba.argmax(axis=1)]})
     for i, c in enumerate(classes):
         df[f"p_{c}"] = proba[:, i]
     return df
 
 
 # ---------------------------------------------------------------- stage entry points
-def run_training(graph_path: str, name: str, seed: int, cfg: dict, device_pref: str, output,
-                 edge_features: str | None = None, drop_group: str | None = None) -> TrainResult:
-    """Train ``name`` on the graph file and write ``output.model``, ``.metrics``, ``.predictions``.
+def run_train(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pref: str, output,
+                 edge_features: str | None = None, drop_group: str | None = None, topup: str | None = None,
+                 compare_with: list[str] = ()) -> list[TrainResult]:
+    """The train rule: fit ``name`` on the graph file with every seed, writing per seed
+    ``output.model[i]``, ``output.metrics[i]``, ``output.predictions[i]`` (lists in ``seeds`` order).
 
     drop_group: edge-feature ablation; train without that group of edge-feature columns
-    and record the run as model ``<name>_minus_<group>``.
+    and record the runs as model ``<name>_minus_<group>``. topup: synthetic training cells of
+    :func:`cellgnn.augment.graph_topup.run_topup` joined to the training graph, recorded as
+    ``<name>_activa`` (evaluated on the real cells); compare_with: the plain model's
+    predictions.csv per seed, whose per-class test F1 is recorded beside the topped-up model's.
     """
+    from .edge_features import load_edge_features
     from .graph import load_graph
-    from .io import torch_save, write_csv, write_json
-    from .metrics import majority_baseline
     from .utils import get_device
 
     get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
     check_split_classes(graph, str(graph_path))
-    edge_attr = load_edge_features(edge_features, graph, drop_group) if edge_features else None
+    edge_attr = load_edge_features(edge_features, graph, drop_group)["edge_attr"].float() if edge_features else None
+    synthetic = None
+    if topup is not None:
+        from .graph import load_topup
+
+        synthetic = load_topup(topup, graph)
     device = get_device(device_pref)
-    resume = resume_path(output.model)
-    result = train_model(graph, name, cfg, seed, device, edge_attr, resume=resume)
+    record = (f"{name}_minus_{drop_group}" if drop_group else f"{name}_activa" if topup else name)
+    results = []
+    for i, seed in enumerate(seeds):
+        files = SimpleNamespace(model=output.model[i], metrics=output.metrics[i], predictions=output.predictions[i])
+        fitted = results[0] if results and get_spec(name).deterministic else None
+        results.append(_train_one(graph, name, record, int(seed), cfg, device, files, edge_attr, synthetic,
+                                  compare_with[i] if compare_with else None, fitted=fitted))
+    return results
+
+
+def _train_one(graph: dict, name: str, record: str, seed: int, cfg: dict, device, files, edge_attr,
+               synthetic: dict | None = None, compare_with: str | None = None,
+               fitted: TrainResult | None = None) -> TrainResult:
+    """One seed of :func:`run_train`: train (resuming from ``resume.pt``; a deterministic model's
+    ``fitted`` result of another seed is reused), then write its three files."""
+    from .io import torch_save, write_csv, write_json
+    from .metrics import majority_baseline
+
+    resume = resume_path(files.model)
+    train_graph = graph
+    if synthetic is not None:
+        from .graph import add_synthetic_nodes
+
+        train_graph = add_synthetic_nodes(graph, synthetic["x"], synthetic["y"], k=synthetic["k"], seed=seed)
+    result = fitted or train_model(train_graph, name, cfg, seed, device, edge_attr, resume=resume)
+    n = graph["x"].shape[0]
+    result.proba = result.proba[:n]
     y = graph["y"].numpy()
+    te = graph["test_mask"].numpy()
     metrics = {
-        "model": name if drop_group is None else f"{name}_minus_{drop_group}", "dropped_group": drop_group, "split": graph["split_mode"], "seed": seed, "test": result.metrics,
-        "majority_baseline_test": majority_baseline(y[graph["train_mask"].numpy()], y[graph["test_mask"].numpy()],
-                                                    len(graph["classes"])),
-        "n_test_cells": int(graph["test_mask"].sum()), "best_epoch": result.best_epoch,
+        "model": record, "dropped_group": record[len(name) + len("_minus_"):] if "_minus_" in record else None,
+        "split": graph["split_mode"], "fold": graph.get("fold", 0), "unit": graph.get("unit", graph["split_mode"]),
+        "seed": seed, "test": result.metrics,
+        "majority_baseline_test": majority_baseline(y[graph["train_mask"].numpy()], y[te], len(graph["classes"])),
+        "n_test_cells": int(te.sum()), "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "seconds": round(result.seconds, 2), "device": str(device),
         "params": result.params, "resumed_from_epoch": result.resumed_from_epoch,
     }
-    torch_save(checkpoint(result, name, graph, seed, edge_attr), output.model)
-    write_csv(predictions_table(graph, result.proba), output.predictions)
-    write_json(metrics, output.metrics)
+    if synthetic is not None:
+        metrics["n_synthetic_train"] = {c: int(v) for c, v in synthetic["n_per_class"].items()}
+        metrics["per_class_f1_test"] = {record: per_class_f1(y[te], result.proba[te].argmax(1), graph["classes"])}
+        if compare_with is not None:
+            base = pd.read_csv(compare_with, dtype={"true": str, "pred": str})
+            base = base[base["split"] == "test"]
+            idx = {c: i for i, c in enumerate(graph["classes"])}
+            metrics["per_class_f1_test"][name] = per_class_f1(base["true"].map(idx).to_numpy(),
+                                                              base["pred"].map(idx).to_numpy(), graph["classes"])
+    torch_save({**checkpoint(result, name, graph, seed, edge_attr), "record": record}, files.model)
+    write_csv(predictions_table(graph, result.proba), files.predictions)
+    write_json(metrics, files.metrics)
     resume.unlink(missing_ok=True)
-    LOG.info("%s/%s seed %d test: %s", graph["split_mode"], name, seed, result.metrics)
+    LOG.info("%s/%s seed %d test: %s", graph.get("unit", graph["split_mode"]), record, seed, result.metrics)
     return result
 
 
+def per_class_f1(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """F1 of each class on ``y_true`` (class indices), keyed by class name."""
+    from sklearn.metrics import f1_score
+
+    f1 = f1_score(y_true, pred, labels=np.arange(len(classes)), average=None, zero_division=0)
+    return {c: float(v) for c, v in zip(classes, f1)}
+
+
 def check_split_classes(graph: dict, where: str) -> None:
-    """Refuse a graph whose train or test cells lack a class: its test metrics would silently skip it."""
+    """Refuse a graph whose training cells lack a class, or (except in a donor_cv fold, whose test
+    donors need not hold every class) whose test cells do: its metrics would silently skip it.
+    Refuse a graph without validation cells: early stopping needs them."""
     y = graph["y"].numpy()
-    for split in ("train", "test"):
+    if not bool(graph["val_mask"].any()):
+        raise CellgnnInputError("the graph has no validation cells (early stopping has nothing to watch)", file=where,
+                                field="val_mask", fix="rebuild the graph with this version of the graph stage (it "
+                                "draws validation cells from the training donors)")
+    for split in ("train",) if graph["split_mode"] == "donor_cv" else ("train", "test"):
         present = set(np.unique(y[graph[f"{split}_mask"].numpy()]).tolist())
         missing = [c for i, c in enumerate(graph["classes"]) if i not in present]
         if missing:
@@ -372,38 +435,3 @@ def load_model(path: str, graph: dict):
     return model, ckpt
 
 
-def load_edge_features(path: str, graph: dict, drop_group: str | None = None) -> torch.Tensor:
-    """Load ``edge_attr [E, F]``, check it is aligned with the graph's ``edge_index``; optionally drop a group."""
-    from .edge_features import check_edge_features, select_groups
-
-    try:
-        ef = torch.load(path, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise CellgnnInputError(f"cannot read edge features ({e})", file=str(path),
-                                fix="delete it and rerun the edge_features stage") from e
-    check_edge_features(ef, graph, file=str(path))
-    if drop_group is not None:
-        if drop_group not in ef["groups"] or len(ef["groups"]) < 2:
-            raise CellgnnInputError(f"cannot drop group '{drop_group}' from {list(ef['groups'])}", file=str(path),
-                                    field="edge_features.groups", fix="ablate a computed group; keep at least one")
-        ef = select_groups(ef, [g for g in ef["groups"] if g != drop_group])
-    return ef["edge_attr"].float()
-
-
-def collect_metrics(metric_files: list[str], table_path: str, summary_path: str) -> pd.DataFrame:
-    """Write ``models.csv`` (one row per model × split × seed, test metrics) and its 95% CI summary."""
-    import json
-
-    from .io import write_csv
-    from .metrics import METRICS, summarize
-
-    rows = []
-    for f in metric_files:
-        with open(f) as fh:
-            m = json.load(fh)
-        rows.append({"model": m["model"], "split": m["split"], "seed": m["seed"],
-                     **{k: m["test"][k] for k in METRICS}})
-    df = pd.DataFrame(rows).sort_values(["split", "model", "seed"]).reset_index(drop=True)
-    write_csv(df, table_path)
-    write_csv(summarize(df), summary_path)
-    return df

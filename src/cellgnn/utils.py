@@ -100,7 +100,9 @@ def run_rule(main, snakemake) -> None:
 
     cellgnn's log, warnings, progress bars and tracebacks go to ``snakemake.log[0]``. Bad
     input (:class:`~cellgnn.errors.CellgnnInputError`) ends the job with its one-line
-    message instead of a traceback; Snakemake then removes the job's outputs.
+    message (``cellgnn: <file>: field '<field>': <problem>. Fix: <fix>``) instead of a traceback;
+    Snakemake then removes the job's outputs, and the run's failure report
+    (:func:`~cellgnn.errors.failure_report`) repeats the line last.
     """
     from .errors import CellgnnInputError
 
@@ -112,5 +114,7 @@ def run_rule(main, snakemake) -> None:
         set_threads(getattr(snakemake, "threads", 1))
         main(snakemake)
     except CellgnnInputError as err:
-        LOG.error("%s", err)
-        sys.exit(f"cellgnn: {err}")
+        message = f"cellgnn: {err}"
+        sys.stderr.write(message + "\n")  # the one line of the rule log that the run's failure report repeats
+        sys.stderr.flush()
+        raise SystemExit(1) from None

@@ -5,7 +5,7 @@
 rule augment:
     input:
         adata="results/{dataset}/preprocessed.h5ad",
-        graph=f"results/{{dataset}}/graph/{config['augment']['split']}.pt",
+        graph=f"results/{{dataset}}/graph/{AUGMENT_UNIT}.pt",
     output:
         model="results/{dataset}/augment/activa.pt",
         synthetic="results/{dataset}/augment/synthetic.h5ad",
@@ -79,17 +79,18 @@ rule train_gat_activa:
     input:
         graph="results/{dataset}/graph/{split}.pt",
         topup="results/{dataset}/augment/topup/{split}.pt",
-        gat_predictions="results/{dataset}/models/{split}/gat/seed{seed}/predictions.csv",
+        gat_predictions=seed_outputs("gat", "predictions.csv"),
     output:
-        model="results/{dataset}/models/{split}/gat_activa/seed{seed}/model.pt",
-        metrics="results/{dataset}/models/{split}/gat_activa/seed{seed}/metrics.json",
-        predictions="results/{dataset}/models/{split}/gat_activa/seed{seed}/predictions.csv",
+        model=seed_outputs("gat_activa", "model.pt"),
+        metrics=seed_outputs("gat_activa", "metrics.json"),
+        predictions=seed_outputs("gat_activa", "predictions.csv"),
     log:
-        "logs/{dataset}/train/{split}/gat_activa/seed{seed}.log",
+        "logs/{dataset}/train/{split}/gat_activa.log",
     benchmark:
-        "benchmarks/{dataset}/train/{split}/gat_activa/seed{seed}.tsv"
+        "benchmarks/{dataset}/train/{split}/gat_activa.tsv"
     params:
         train=config["train"],
+        seeds=SEEDS,
         device=config["device"],
     threads: 1
     resources:

@@ -1,48 +1,63 @@
-# Helpers shared by the rule files (config validation, output lists, wildcard constraints).
+# Helpers of the workflow: config validation and start-up checks, the run's plan (split
+# units, models, optional stages), output lists and wildcard constraints.
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from cellgnn.config import EDGE_FEATURE_MODELS, validate_config  # noqa: E402
-from cellgnn.errors import CellgnnInputError  # noqa: E402
+from cellgnn.config import EDGE_FEATURE_MODELS, resolve_run, validate_config  # noqa: E402
+from cellgnn.errors import CellgnnInputError, failure_report  # noqa: E402
+from cellgnn.preflight import preflight  # noqa: E402
 from cellgnn.provenance import git_state  # noqa: E402
 
+CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
-    validate_config(
-        config,
-        Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
-        source=", ".join(str(f) for f in workflow.configfiles) or "config",
-    )
+    validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+                    source=CONFIG_SOURCE)
+    PLAN = preflight(config, ".", CONFIG_SOURCE)
+    RUN = resolve_run(config, PLAN, CONFIG_SOURCE)
 except CellgnnInputError as err:
-    raise WorkflowError(f"Invalid configuration: {err}") from None
+    # refused before any job: the one line (file, field, fix) is all the user sees
+    sys.stderr.write(f"cellgnn: {err}\n")
+    sys.exit(1)
 
 DATASET = config["dataset"]
 GIT_STATE = git_state(workflow.basedir)  # recorded by rule provenance
-SPLITS = config["graph"]["split_modes"]
 MODELS = config["train"]["models"]
 SEEDS = config["train"]["seeds"]
-# the honest split mode when it runs: figures, the ablation and explanations use it
-PREFERRED_SPLIT = "donors" if "donors" in SPLITS else SPLITS[0]
+# graph files: "cells", "donors", "donor_cv/fold<i>"; RUN["units"][mode] lists a mode's units
+UNITS = PLAN.units
+UNITS_OF = RUN["units"]
+HELD_OUT_MODE = RUN["held_out_mode"]  # donor_cv, else donors, else cells: figures and ablation use it
+HELD_OUT_UNITS = UNITS_OF[HELD_OUT_MODE]
 EVAL = config["evaluation"]
-RUN_EVALUATION = EVAL["model"] in MODELS
-ABLATION_GROUPS = (
-    config["edge_features"]["groups"]
-    if RUN_EVALUATION and EVAL["ablation"] and EVAL["model"] == "gat_ef"
-    and len(config["edge_features"]["groups"]) > 1
-    else []
-)
-# model gat_activa: the GAT on ACTIVA-topped-up training graphs (train_gat_activa, augment.smk)
-GAT_ACTIVA = config["augment"]["graph_model"]["enabled"] and "gat" in MODELS
-GAT_ACTIVA_SPLITS = [s for s in SPLITS if s in (config["augment"]["graph_model"]["splits"] or SPLITS)]
+RUN_EVALUATION = RUN["evaluation"]
+ABLATION_GROUPS = RUN["ablation_groups"]
+GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
+AUGMENT_UNIT = RUN["augment_unit"]
+EXPLAIN = {**config["explain"], **RUN["explain"]}
+EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
 
 
 wildcard_constraints:
-    dataset=DATASET,
-    split="|".join(SPLITS),
+    dataset=re.escape(DATASET),
+    split="|".join(re.escape(u) for u in UNITS),
     model="|".join(MODELS),
     seed=r"\d+",
     group="|".join(config["edge_features"]["groups"]),
+
+
+def run_files(model, units, name="metrics.json", dataset=DATASET):
+    """``name`` of every seed of ``model`` on each of ``units``."""
+    return expand("results/{dataset}/models/{split}/{model}/seed{seed}/{name}", dataset=dataset, split=units,
+                  model=model, seed=SEEDS, name=name)
+
+
+def seed_outputs(model, name):
+    """One output per seed of a training job (all seeds of a model train in one job)."""
+    return expand("results/{{dataset}}/models/{{split}}/{model}/seed{seed}/{name}", model=model, seed=SEEDS,
+                  name=name)
 
 
 def train_inputs(wildcards):
@@ -54,36 +69,27 @@ def train_inputs(wildcards):
 
 
 def ablation_runs(wildcards):
-    """metrics.json of gat_ef retrained without each edge-feature group, on the preferred
-    split mode (empty when off)."""
-    return expand(
-        "results/{dataset}/models/{split}/gat_ef_minus_{group}/seed{seed}/metrics.json",
-        dataset=wildcards.dataset,
-        split=PREFERRED_SPLIT,
-        group=ABLATION_GROUPS,
-        seed=SEEDS,
-    )
+    """metrics.json of gat_ef retrained without each edge-feature group, on the held-out split (empty when off)."""
+    return [f for g in ABLATION_GROUPS for f in run_files(f"gat_ef_minus_{g}", HELD_OUT_UNITS,
+                                                           dataset=wildcards.dataset)]
 
 
-def model_runs(wildcards):
-    """metrics.json of every model x split mode x seed, and of gat_activa on its split modes."""
-    pattern = "results/{dataset}/models/{split}/{model}/seed{seed}/metrics.json"
-    runs = expand(pattern, dataset=wildcards.dataset, split=SPLITS, model=MODELS, seed=SEEDS)
-    if GAT_ACTIVA:
-        runs += expand(pattern, dataset=wildcards.dataset, split=GAT_ACTIVA_SPLITS, model="gat_activa", seed=SEEDS)
-    return runs
+def model_runs(wildcards, name="metrics.json"):
+    """``name`` of every model x split unit x seed, and of gat_activa on its units."""
+    runs = run_files(MODELS, UNITS, name, wildcards.dataset)
+    return runs + run_files("gat_activa", GAT_ACTIVA_UNITS, name, wildcards.dataset)
+
+
+def model_predictions(wildcards):
+    return model_runs(wildcards, "predictions.csv")
 
 
 EXPLAIN_FIGURES = ["explain_top_genes", "explain_methods", "explain_edge_features", "explain_cell_types"]
 
 
 def figure_outputs():
-    return expand(
-        "results/{dataset}/figures/{fig}.{ext}",
-        dataset=DATASET,
-        fig=["umap", "confusion_matrix", "model_comparison", *EXPLAIN_FIGURES],
-        ext=["png", "pdf"],
-    )
+    figures = ["umap", "confusion_matrix", "model_comparison", *(EXPLAIN_FIGURES if RUN["explain"]["run"] else [])]
+    return expand("results/{dataset}/figures/{fig}.{ext}", dataset=DATASET, fig=figures, ext=["png", "pdf"])
 
 
 def get_final_output():
@@ -96,40 +102,40 @@ def get_final_output():
         if RUN_EVALUATION
         else []
     )
+    augment = [f"results/{DATASET}/augment/metrics.json"] if RUN["augment"] else []
     return [
         f"results/{DATASET}/metrics/models.csv",
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
         *evaluation,
-        f"results/{DATASET}/augment/metrics.json",
+        *augment,
         f"results/{DATASET}/provenance/config.yaml",
         f"results/{DATASET}/provenance/provenance.json",
     ]
 
 
-def preferred_split_predictions(wildcards):
-    """predictions.csv of every model and seed on the preferred split mode (donors when run);
-    the plotting code picks the best model from metrics/models.csv."""
-    return expand(
-        "results/{dataset}/models/{split}/{model}/seed{seed}/predictions.csv",
-        dataset=wildcards.dataset,
-        split=PREFERRED_SPLIT,
-        model=MODELS,
-        seed=SEEDS,
-    )
+def held_out_predictions(wildcards):
+    """predictions.csv of every model and seed on the held-out split's units (each cell tested once on
+    donor_cv); the plotting code picks the best model from metrics/models.csv."""
+    return run_files(MODELS, HELD_OUT_UNITS, "predictions.csv", wildcards.dataset)
 
 
 def active_outputs():
     """workflow_outputs() of the stages this config runs (rules are defined in every run;
-    the edge-feature evaluation is switched off by the config when its model is not trained)."""
-    return workflow_outputs(skip=set() if RUN_EVALUATION else {"evaluate"})
+    the optional ones are switched off by the run's plan)."""
+    skip = set()
+    if not RUN_EVALUATION:
+        skip.add("evaluate")
+    if not RUN["explain"]["run"]:
+        skip |= {"explain", "explain_figures"}
+    if not RUN["augment"]:
+        skip.add("augment")
+    return workflow_outputs(skip=skip)
 
 
 def workflow_outputs(skip=()):
     """Every output path of this workflow's rules with {dataset} filled in and no other
     wildcard left (used to find optional stages: explain, augment, edge-feature ablation)."""
-    import re
-
     out = set()
     for r in workflow.rules:
         if r.name in skip:
@@ -142,26 +148,16 @@ def workflow_outputs(skip=()):
 
 
 # ---- explain stage, summary and paper target
-EXPLAIN = config["explain"]
-EXPLAIN_SPLIT = EXPLAIN["split"] if EXPLAIN["split"] in SPLITS else PREFERRED_SPLIT
-
-
 def _explain_models(model, wildcards):
-    return expand(
-        "results/{dataset}/models/{split}/{model}/seed{seed}/model.pt",
-        dataset=wildcards.dataset,
-        split=EXPLAIN_SPLIT,
-        model=model,
-        seed=SEEDS,
-    )
+    return run_files(model, EXPLAIN_UNITS, "model.pt", wildcards.dataset)
 
 
 def explain_inputs(wildcards):
-    """Graph, truth and the checkpoints the configured methods need; edge features and the
-    attention model only when they are part of this run."""
+    """Graphs and checkpoints of every explained unit (each fold explains its held-out cells), truth,
+    and the edge features and attention model only when they are part of this run."""
     methods = EXPLAIN["methods"]
     inputs = {
-        "graph": f"results/{wildcards.dataset}/graph/{EXPLAIN_SPLIT}.pt",
+        "graphs": expand("results/{dataset}/graph/{split}.pt", dataset=wildcards.dataset, split=EXPLAIN_UNITS),
         "raw": f"results/{wildcards.dataset}/raw.h5ad",
         "models": _explain_models(EXPLAIN["model"], wildcards),
     }
@@ -170,7 +166,8 @@ def explain_inputs(wildcards):
     if EXPLAIN["edge_model"] in MODELS:
         inputs["edge_models"] = _explain_models(EXPLAIN["edge_model"], wildcards)
     if EXPLAIN["model"] in EDGE_FEATURE_MODELS or "edge_models" in inputs:
-        inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{EXPLAIN_SPLIT}.pt"
+        inputs["edge_features"] = expand("results/{dataset}/edge_features/{split}.pt", dataset=wildcards.dataset,
+                                         split=EXPLAIN_UNITS)
     ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
     if ablation in active_outputs():
         inputs["ablation"] = ablation
@@ -178,10 +175,15 @@ def explain_inputs(wildcards):
 
 
 def summary_inputs(wildcards):
-    """Model table and QC, plus the explain and augment stages' tables when this workflow has them."""
+    """Model tables and QC, plus the explain and augment stages' tables when this workflow has them."""
     inputs = {
         "models": f"results/{wildcards.dataset}/metrics/models.csv",
+        "summary": f"results/{wildcards.dataset}/metrics/models_summary.csv",
+        "calls": f"results/{wildcards.dataset}/metrics/calls.csv",
+        "margins": f"results/{wildcards.dataset}/metrics/margins.csv",
+        "cell_types": f"results/{wildcards.dataset}/metrics/cell_types.csv",
         "qc": f"results/{wildcards.dataset}/qc.json",
+        "raw": f"results/{wildcards.dataset}/raw.h5ad",
     }
     produced = active_outputs()
     explain_run = f"results/{wildcards.dataset}/explain/run.json"

@@ -29,15 +29,16 @@ rule train_ablation:
         graph="results/{dataset}/graph/{split}.pt",
         edge_features="results/{dataset}/edge_features/{split}.pt",
     output:
-        model="results/{dataset}/models/{split}/gat_ef_minus_{group}/seed{seed}/model.pt",
-        metrics="results/{dataset}/models/{split}/gat_ef_minus_{group}/seed{seed}/metrics.json",
-        predictions="results/{dataset}/models/{split}/gat_ef_minus_{group}/seed{seed}/predictions.csv",
+        model=seed_outputs("gat_ef_minus_{group}", "model.pt"),
+        metrics=seed_outputs("gat_ef_minus_{group}", "metrics.json"),
+        predictions=seed_outputs("gat_ef_minus_{group}", "predictions.csv"),
     log:
-        "logs/{dataset}/train/{split}/gat_ef_minus_{group}/seed{seed}.log",
+        "logs/{dataset}/train/{split}/gat_ef_minus_{group}.log",
     benchmark:
-        "benchmarks/{dataset}/train/{split}/gat_ef_minus_{group}/seed{seed}.tsv"
+        "benchmarks/{dataset}/train/{split}/gat_ef_minus_{group}.tsv"
     params:
         model="gat_ef",
+        seeds=SEEDS,
         train=config["train"],
         device=config["device"],
     threads: 1
@@ -68,7 +69,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{dataset}/evaluate.tsv"
     params:
-        evaluation=config["evaluation"],
+        evaluation={**config["evaluation"], "baselines": RUN["baselines"]},
     conda:
         "../../envs/plots.yaml"
     script:

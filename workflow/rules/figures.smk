@@ -30,7 +30,7 @@ rule umap:
         adata="results/{dataset}/preprocessed.h5ad",
         embedding="results/{dataset}/figures/umap_embedding.csv",
         models="results/{dataset}/metrics/models.csv",
-        predictions=preferred_split_predictions,
+        predictions=held_out_predictions,
     output:
         png=report(
             "results/{dataset}/figures/umap.png",
@@ -44,7 +44,7 @@ rule umap:
     benchmark:
         "benchmarks/{dataset}/figures/umap.tsv"
     params:
-        split=PREFERRED_SPLIT,
+        split=HELD_OUT_MODE,
     conda:
         "../../envs/plots.yaml"
     script:
@@ -54,7 +54,7 @@ rule umap:
 rule confusion_matrix:
     input:
         models="results/{dataset}/metrics/models.csv",
-        predictions=preferred_split_predictions,
+        predictions=held_out_predictions,
     output:
         png=report(
             "results/{dataset}/figures/confusion_matrix.png",
@@ -68,7 +68,7 @@ rule confusion_matrix:
     benchmark:
         "benchmarks/{dataset}/figures/confusion_matrix.tsv"
     params:
-        split=PREFERRED_SPLIT,
+        split=HELD_OUT_MODE,
     conda:
         "../../envs/plots.yaml"
     script:
@@ -77,7 +77,8 @@ rule confusion_matrix:
 
 rule model_comparison:
     input:
-        "results/{dataset}/metrics/models.csv",
+        table="results/{dataset}/metrics/models.csv",
+        summary="results/{dataset}/metrics/models_summary.csv",
     output:
         png=report(
             "results/{dataset}/figures/model_comparison.png",
@@ -110,6 +111,9 @@ rule summary:
         "logs/{dataset}/summary.log",
     benchmark:
         "benchmarks/{dataset}/summary.tsv"
+    params:
+        notes=PLAN.notes,
+        control=config["explain"]["de_control"],
     conda:
         "../../envs/plots.yaml"
     script:

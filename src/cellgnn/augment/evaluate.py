@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CellgnnInputError
+from ..stats import t_interval
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -45,9 +46,9 @@ def rf_auc(real: np.ndarray, synth: np.ndarray, n_folds: int = 5, n_trees: int =
         rf = RandomForestClassifier(n_estimators=n_trees, max_features="sqrt", random_state=seed + k,
                                     n_jobs=n_jobs).fit(x[tr], y[tr])
         folds.append(float(roc_auc_score(y[te], rf.predict_proba(x[te])[:, 1])))
-    ci = mean_ci(folds)
-    return {"mean": ci["mean"], "sd": float(np.std(folds, ddof=1)), "ci_low": ci["ci_low"],
-            "ci_high": ci["ci_high"], "folds": folds}
+    ci = t_interval(folds)
+    return {"mean": ci.mean, "sd": float(np.std(folds, ddof=1)), "ci_low": ci.low, "ci_high": ci.high,
+            "folds": folds}
 
 
 def cell_summaries(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -179,14 +180,3 @@ def evaluate_synthetic(real_test: np.ndarray, synth: np.ndarray, real_train: np.
             "n_real": int(len(real_test)), "n_synthetic": int(len(synth)),
             "n_marker_genes": int(len(genes))}
 
-
-def mean_ci(values) -> dict:
-    """Mean and 95% t-interval over seeds: ``{"mean", "ci_low", "ci_high", "n"}``."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    m = float(v.mean())
-    if len(v) < 2:
-        return {"mean": m, "ci_low": m, "ci_high": m, "n": int(len(v))}
-    h = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": m, "ci_low": m - h, "ci_high": m + h, "n": int(len(v))}

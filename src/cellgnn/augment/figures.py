@@ -1,4 +1,4 @@
-"""Figures of the augmentation stage (PNG + PDF, Okabe–Ito colours)."""
+"""Figures of the augmentation stage (PNG + PDF, Okabe–Ito colours: :mod:`cellgnn.figstyle`)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path
+from ..figstyle import colour, save_figure
 
-OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 SOURCE_COLOURS = {"real": "#999999", "ACTIVA": "#0072B2", "scGAN": "#D55E00", "real (train)": "#009E73"}
-
-
-def _save(fig, png: str | Path) -> None:
-    """Save ``fig`` as ``png`` and the same name with ``.pdf``, atomically."""
-    import matplotlib.pyplot as plt
-
-    png = Path(png)
-    for path in (png, png.with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=path.suffix[1:])
-    plt.close(fig)
 
 
 def plot_embedding(embedding: np.ndarray, source: np.ndarray, method: str, png: str | Path) -> None:
@@ -36,12 +24,12 @@ def plot_embedding(embedding: np.ndarray, source: np.ndarray, method: str, png: 
     for name in pd.unique(source):
         m = source == name
         ax.scatter(embedding[m, 0], embedding[m, 1], s=4, alpha=0.6, label=f"{name} (n={m.sum()})",
-                   color=SOURCE_COLOURS.get(name, OKABE_ITO[len(ax.collections) % 8]), linewidths=0)
+                   color=SOURCE_COLOURS.get(name, colour(len(ax.collections))), linewidths=0)
     ax.set_xlabel(f"{label}1")
     ax.set_ylabel(f"{label}2")
     ax.set_title("Held-out real cells and synthetic cells")
     ax.legend(markerscale=3, frameon=False, fontsize=8)
-    _save(fig, png)
+    save_figure(fig, png)
 
 
 def plot_auc(metrics: dict[str, dict], png: str | Path) -> None:
@@ -62,7 +50,7 @@ def plot_auc(metrics: dict[str, dict], png: str | Path) -> None:
     ax.set_ylabel("real-vs-synthetic RF AUC (5-fold)")
     ax.set_xlabel("generator")
     ax.legend(frameon=False, fontsize=8, loc="lower right")
-    _save(fig, png)
+    save_figure(fig, png)
 
 
 def plot_rare(summary: list[dict], png: str | Path) -> None:
@@ -85,4 +73,4 @@ def plot_rare(summary: list[dict], png: str | Path) -> None:
     ax.set_ylabel("F1 on held-out real cells")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(frameon=False, fontsize=8)
-    _save(fig, png)
+    save_figure(fig, png)

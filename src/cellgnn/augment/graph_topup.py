@@ -10,13 +10,13 @@
    were (preprocess normalization + transform, then the graph's min–max scaling fitted on
    the real training cells, recovered from ``preprocessed.h5ad`` and checked against the
    graph's own ``x``).
-2. :func:`add_synthetic_nodes`: the synthetic cells become training nodes joined to their
+2. :func:`cellgnn.graph.add_synthetic_nodes`: the synthetic cells become training nodes joined to their
    ``k`` nearest real **training** cells (both directions) in a PCA of the training cells'
    node features. They are never in the validation or test masks, and no edge links them
    to validation or test cells.
-3. :func:`run_gat_activa`: the GAT is trained on the topped-up graph (the train stage's own
-   ``train_model``), evaluated on the real test cells, and its per-class F1 is reported next
-   to the plain GAT's of the same split and seed.
+3. The train stage (:func:`cellgnn.train.run_train` with ``topup``) trains the GAT on the
+   topped-up graph through the same path as every model, evaluates it on the real test cells
+   and reports its per-class F1 next to the plain GAT's of the same split and seed.
 """
 
 from __future__ import annotations
@@ -129,59 +129,6 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
     return out
 
 
-def add_synthetic_nodes(graph: dict, x_syn: np.ndarray, y_syn: np.ndarray, k: int = 15,
-                        n_pcs: int = 50, seed: int = 0) -> dict:
-    """Return a copy of ``graph`` with synthetic TRAINING nodes appended (``synthetic_mask`` marks them).
-
-    Each synthetic node gets edges to and from its ``k`` nearest real training nodes in a
-    PCA (fit on real training node features), weight 1, plus a self-loop when the graph has
-    them; edges are re-sorted by (target, source).
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
-
-    from ..graph import sort_edges
-
-    n, s = graph["x"].shape[0], len(x_syn)
-    if s == 0:
-        return {**graph, "synthetic_mask": torch.zeros(n, dtype=torch.bool)}
-    train_idx = np.flatnonzero(graph["train_mask"].numpy())
-    xt = graph["x"].numpy()[train_idx]
-    pca = PCA(n_components=int(min(n_pcs, xt.shape[1], len(xt) - 1)), random_state=seed).fit(xt)
-    k = int(min(k, len(train_idx)))
-    nn_ = NearestNeighbors(n_neighbors=k).fit(pca.transform(xt))
-    _, nbr = nn_.kneighbors(pca.transform(x_syn))
-    nbr = train_idx[nbr]  # [S, k] real training nodes
-    new = n + np.arange(s)
-    src = np.concatenate([np.repeat(new, k), nbr.ravel()])
-    dst = np.concatenate([nbr.ravel(), np.repeat(new, k)])
-    if graph.get("self_loops", True):
-        src, dst = np.concatenate([src, new]), np.concatenate([dst, new])
-    ei = np.hstack([graph["edge_index"].numpy(), np.vstack([src, dst])]).astype(np.int64)
-    ew = np.concatenate([graph["edge_weight"].numpy(), np.ones(src.size, np.float32)])
-    ei, (ew,) = sort_edges(ei, ew)
-    pca_syn = graph["pca"].numpy()[nbr].mean(axis=1)  # graph PCA coordinates: mean of the neighbours'
-    cat = lambda a, b: torch.cat([a, torch.as_tensor(b, dtype=a.dtype)])  # noqa: E731
-    out = dict(graph)
-    out.update(
-        x=cat(graph["x"], x_syn), pca=cat(graph["pca"], pca_syn), y=cat(graph["y"], y_syn),
-        edge_index=torch.from_numpy(ei), edge_weight=torch.from_numpy(ew),
-        train_mask=cat(graph["train_mask"], np.ones(s, bool)),
-        val_mask=cat(graph["val_mask"], np.zeros(s, bool)), test_mask=cat(graph["test_mask"], np.zeros(s, bool)),
-        donor=cat(graph["donor"], np.zeros(s, np.int64)), cell_type=cat(graph["cell_type"], np.zeros(s, np.int64)),
-        cell_ids=list(graph["cell_ids"]) + [f"synthetic{i:06d}" for i in range(s)],
-        synthetic_mask=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(s, dtype=torch.bool)]),
-    )
-    return out
-
-
-def per_class_f1_from(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, float]:
-    from sklearn.metrics import f1_score
-
-    f1 = f1_score(y_true, pred, labels=np.arange(len(classes)), average=None, zero_division=0)
-    return {c: float(v) for c, v in zip(classes, f1)}
-
-
 def run_topup(preprocessed: str | Path, graph_path: str | Path, output: str | Path, cfg: dict,
               progress: bool = True) -> dict:
     """Stage entry: write the synthetic training cells of one graph split (``torch.save`` dict).
@@ -191,7 +138,7 @@ def run_topup(preprocessed: str | Path, graph_path: str | Path, output: str | Pa
     import anndata as ad
     from threadpoolctl import threadpool_limits
 
-    from ..graph import load_graph
+    from ..graph import graph_fingerprint, load_graph
     from ..io import torch_save
     from ..utils import set_threads
     from .stage import configs_from
@@ -206,52 +153,9 @@ def run_topup(preprocessed: str | Path, graph_path: str | Path, output: str | Pa
         topup = make_topup(ad.read_h5ad(preprocessed), graph, activa_cfg, gm.get("rare_fraction", 0.5),
                            gm.get("max_per_class", 300), cfg.get("accept_threshold", 0.5),
                            cfg.get("target_sum", 20000.0), file=str(preprocessed), progress=progress)
-    topup.update(split_mode=graph["split_mode"], k=int(gm.get("k", 15)))
+    topup.update(split_mode=graph["split_mode"], unit=graph.get("unit", graph["split_mode"]), k=int(gm.get("k", 15)),
+                 graph_fingerprint=graph_fingerprint(graph))
     torch_save(topup, output)
     LOG.info("top-up %s: %s", graph["split_mode"], topup["n_per_class"])
     return topup
 
-
-def run_gat_activa(graph_path: str | Path, topup_path: str | Path, gat_predictions: str | Path, seed: int,
-                   train_cfg: dict, device_pref: str, output) -> dict:
-    """Train the GAT on the topped-up graph; write model.pt, metrics.json, predictions.csv (model ``gat_activa``)."""
-    import pandas as pd
-
-    from ..graph import load_graph
-    from ..io import torch_save, write_csv, write_json
-    from ..train import checkpoint, predictions_table, train_model
-    from ..utils import get_device
-
-    graph = load_graph(graph_path)
-    topup = torch.load(topup_path, weights_only=False)
-    if topup["classes"] != list(graph["classes"]) or topup["split_mode"] != graph["split_mode"]:
-        raise CellgnnInputError("top-up cells were made for another graph", file=str(topup_path),
-                                fix="rerun rule augment_topup for this split")
-    aug = add_synthetic_nodes(graph, topup["x"], topup["y"], k=topup["k"], seed=seed)
-    device = get_device(device_pref)
-    from ..train import resume_path
-
-    resume = resume_path(output.model)  # resumable checkpoint, deleted once the outputs are written
-    result = train_model(aug, "gat", train_cfg, seed, device, resume=resume)
-    n = graph["x"].shape[0]
-    proba = result.proba[:n]
-    te = graph["test_mask"].numpy()
-    y = graph["y"].numpy()
-    base = pd.read_csv(gat_predictions)
-    base = base[base["split"] == "test"]
-    classes = list(graph["classes"])
-    idx = {c: i for i, c in enumerate(classes)}
-    metrics = {
-        "model": "gat_activa", "split": graph["split_mode"], "seed": seed, "test": result.metrics,
-        "n_test_cells": int(te.sum()), "n_synthetic_train": {c: int(v) for c, v in topup["n_per_class"].items()},
-        "per_class_f1_test": {
-            "gat_activa": per_class_f1_from(y[te], proba[te].argmax(1), classes),
-            "gat": per_class_f1_from(base["true"].map(idx).to_numpy(), base["pred"].map(idx).to_numpy(), classes)},
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "seconds": round(result.seconds, 2),
-        "device": str(device), "params": result.params,
-    }
-    torch_save({**checkpoint(result, "gat", graph, seed), "model": "gat_activa"}, output.model)
-    write_csv(predictions_table(graph, proba), output.predictions)
-    write_json(metrics, output.metrics)
-    resume.unlink(missing_ok=True)
-    return metrics

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CellgnnInputError
+from ..stats import t_interval
 from .activa import ActivaConfig, ActivaTrainer, generate
-from .evaluate import mean_ci
 
 LOG = logging.getLogger("cellgnn.augment.rare")
 
@@ -122,9 +122,11 @@ def rare_population_experiment(x_train: np.ndarray, library_train: np.ndarray, l
 
 
 def summarize_rare(df: pd.DataFrame) -> list[dict]:
-    """Mean F1 and 95% t-interval over seeds per (fraction, augmented)."""
+    """Mean F1 and 95% t-interval over seeds per (fraction, augmented); ``f1`` is
+    ``{"mean", "ci_low", "ci_high", "n"}`` (no interval for one seed: :mod:`cellgnn.stats`)."""
     out = []
     for (frac, aug), g in df.groupby(["fraction", "augmented"], sort=True):
+        f1 = t_interval(g["f1"])
         out.append({"fraction": float(frac), "augmented": bool(aug), "seeds": sorted(g["seed"].tolist()),
-                    "f1": mean_ci(g["f1"])})
+                    "f1": {"mean": f1.mean, "ci_low": f1.low, "ci_high": f1.high, "n": len(g)}})
     return out

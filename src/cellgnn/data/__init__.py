@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import CellgnnInputError
 from .simulate import simulate
 
-__all__ = ["load_dataset", "simulate", "standardize_obs", "load_pbmc68k"]
+__all__ = ["load_dataset", "simulate", "standardize_obs", "load_pbmc68k", "run_data"]
 
 
 def load_dataset(cfg: dict, workdir: str | Path = "resources") -> ad.AnnData:
@@ -31,10 +31,13 @@ def load_dataset(cfg: dict, workdir: str | Path = "resources") -> ad.AnnData:
 
     workdir: where ``url`` / ``samplesheet`` sources keep their downloads (``resources/<dataset>``).
     """
+    from ..config import settings
+
+    cfg = settings("data", cfg)
     source = cfg["source"]
-    keys = cfg.get("keys", {})
+    keys = cfg["keys"]
     if source == "simulate":
-        adata = simulate(**cfg.get("simulate", {}))
+        adata = simulate(**settings("data.simulate", cfg["simulate"]))
         where = "simulated data"
     elif source == "pbmc68k":
         adata = load_pbmc68k()
@@ -47,7 +50,49 @@ def load_dataset(cfg: dict, workdir: str | Path = "resources") -> ad.AnnData:
     else:
         raise CellgnnInputError(f"unknown data source '{source}'", field="data.source",
                                 fix="use one of simulate, pbmc68k, file, url, samplesheet")
+    adata = select_cells(adata, cfg["keep_cells"], keys if cfg["drop_missing"] else {}, where)
     return standardize_obs(adata, keys, where=where)
+
+
+def select_cells(adata: ad.AnnData, keep: dict, required: dict, where: str) -> ad.AnnData:
+    """Cells whose obs values are among ``keep[column]`` (``data.keep_cells``), and that have a value
+    in every column of ``required`` (the configured keys, when ``data.drop_missing``)."""
+    import logging
+
+    mask = np.ones(adata.n_obs, bool)
+    for col, values in keep.items():
+        if col not in adata.obs:
+            raise CellgnnInputError(f"column '{col}' not found in obs (columns: {list(adata.obs.columns)})",
+                                    file=where, field=f"data.keep_cells.{col}", fix="name an existing obs column")
+        mask &= adata.obs[col].astype(str).isin([str(v) for v in values]).to_numpy()
+    for name, col in required.items():
+        if col is not None and col in adata.obs:
+            mask &= adata.obs[col].notna().to_numpy() & ~adata.obs[col].astype(str).isin(["", "nan", "None"])
+    if mask.all():
+        return adata
+    if not mask.any():
+        raise CellgnnInputError("no cell is left after data.keep_cells / data.drop_missing", file=where,
+                                field="data.keep_cells", fix="check the columns and values to keep")
+    logging.getLogger(__name__).info("keeping %d of %d cells (data.keep_cells %s, drop_missing %s)", int(mask.sum()),
+                                     adata.n_obs, keep, bool(required))
+    return adata[mask].copy()
+
+
+def run_data(config: dict, workdir: str | Path, output: str | Path) -> ad.AnnData:
+    """The data rule: load the study of ``config["data"]``, check its design against the whole
+    (validated) ``config`` on the real cells (:func:`cellgnn.design.check_design`; the start-up check
+    saw only what could be read without loading counts), then write ``raw.h5ad``."""
+    import logging
+
+    from ..design import check_design
+    from ..io import write_h5ad
+
+    adata = load_dataset(config["data"], workdir=workdir)
+    logging.getLogger(__name__).info("loaded %s", describe(adata))
+    source = config["data"]["source"]
+    check_design(adata.obs, config, str((config["data"].get(source) or {}).get("path") or source))
+    write_h5ad(adata, output)
+    return adata
 
 
 def load_pbmc68k() -> ad.AnnData:
@@ -70,40 +115,38 @@ def load_pbmc68k() -> ad.AnnData:
 
 
 def standardize_obs(adata: ad.AnnData, keys: dict, where: str = "input") -> ad.AnnData:
-    """Rename the user's label / donor / cell-type columns to ``label``, ``donor``, ``cell_type``.
+    """Rename the user's label / donor / cell-type / sample columns to ``label``, ``donor``,
+    ``cell_type``, ``sample``.
 
-    keys: ``{"label": col, "donor": col, "cell_type": col or None}``. A missing label or
-    donor column is an error naming the columns that do exist; a missing optional
-    cell-type column is dropped silently only when ``keys["cell_type"]`` is null.
+    keys: ``{"label": col, "donor": col, "cell_type": col or None, "sample": col or None}`` (the
+    schema's defaults for keys not given). A missing column is an error naming the columns that do
+    exist; the optional ones are left out when their key is null. Other columns are kept; one that
+    has a standard name without being configured as it (a ``sample`` column with ``sample: null``)
+    is kept as ``<name>_original`` so that it is not mistaken for the configured one.
     """
-    label_key = keys.get("label", "label")
-    donor_key = keys.get("donor", "donor")
-    ct_key = keys.get("cell_type", "cell_type")
+    from ..config import settings
+
+    keys = settings("data.keys", keys)
+    columns = {name: keys[name] for name in ("label", "donor", "cell_type", "sample") if keys[name] is not None}
     cols = list(adata.obs.columns)
-    for field, key in (("data.keys.label", label_key), ("data.keys.donor", donor_key)):
+    for name, key in columns.items():
         if key not in adata.obs:
+            optional = ", or set data.keys.%s: null" % name if name in ("cell_type", "sample") else ""
             raise CellgnnInputError(f"column '{key}' not found in obs (columns: {cols})", file=where,
-                                    field=field, fix="name an existing obs column in the config")
-    if ct_key is not None and ct_key not in adata.obs:
-        raise CellgnnInputError(f"column '{ct_key}' not found in obs (columns: {cols})", file=where,
-                                field="data.keys.cell_type",
-                                fix="name an existing obs column, or set data.keys.cell_type: null")
+                                    field=f"data.keys.{name}", fix=f"name an existing obs column{optional}")
     obs = adata.obs.copy()
     new = pd.DataFrame(index=obs.index)
-    new["label"] = obs[label_key].astype(str)
-    new["donor"] = obs[donor_key].astype(str)
-    if ct_key is not None:
-        new["cell_type"] = obs[ct_key].astype(str)
-    for col in new.columns:
-        bad = new[col].isin(["nan", "None", ""]) | obs[{"label": label_key, "donor": donor_key,
-                                                         "cell_type": ct_key}[col]].isna().to_numpy()
+    for name, key in columns.items():
+        new[name] = obs[key].astype(str)
+        bad = new[name].isin(["nan", "None", ""]) | obs[key].isna().to_numpy()
         if bad.any():
-            raise CellgnnInputError(f"{int(bad.sum())} cells have no value in '{col}' column", file=where,
-                                    field=f"obs.{col}", fix="fill in or filter those cells first")
-        new[col] = new[col].astype("category")
+            raise CellgnnInputError(f"{int(bad.sum())} cells have no value in '{name}' column", file=where,
+                                    field=f"obs.{name}", fix="fill in or filter those cells first")
+        new[name] = new[name].astype("category")
     for col in obs.columns:
-        if col not in {label_key, donor_key, ct_key} and col not in new:
-            new[col] = obs[col]
+        if col not in columns.values():
+            new[col if col not in new and col not in ("label", "donor", "cell_type", "sample")
+                else f"{col}_original"] = obs[col]
     adata.obs = new
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
@@ -116,7 +159,7 @@ def standardize_obs(adata: ad.AnnData, keys: dict, where: str = "input") -> ad.A
     n_classes = adata.obs["label"].nunique()
     if n_classes < 2:
         raise CellgnnInputError(f"the label has a single class ({adata.obs['label'].iloc[0]!r}); "
-                                "nothing to predict", file=where, field=f"obs.{label_key}",
+                                "nothing to predict", file=where, field=f"obs.{keys['label']}",
                                 fix="choose a label column with at least two classes")
     return adata
 

@@ -104,14 +104,14 @@ def validate_counts(X, *, file: str | None = None, field: str = "X") -> sp.csr_m
         raise CellgnnInputError(f"{int((data < 0).sum())} counts are negative (min {data.min()}): "
                                 "these are not raw counts", file=file, field=field,
                                 fix="provide raw UMI counts (not scaled or log-transformed data); for an .h5ad "
-                                    "whose X is normalized set data.layer to the layer holding counts")
+                                    "whose X is normalized set data.file.layer to the layer holding counts")
     if data.dtype.kind == "f":
         frac = data != np.round(data)
         if frac.any():
             raise CellgnnInputError(f"{int(frac.sum())} counts are not integers (e.g. {data[frac][0]:.4g}): "
                                     "these are not raw counts", file=file, field=field,
                                     fix="provide raw UMI counts (not normalized data); for an .h5ad whose X is "
-                                        "normalized set data.layer to the layer holding counts (e.g. 'counts' or 'raw')")
+                                        "normalized set data.file.layer to the layer holding counts (e.g. 'counts' or 'raw')")
     if data.size and data.max() > np.finfo(np.float32).max:
         raise CellgnnInputError("counts exceed float32 range", file=file, field=field, fix="check the file")
     X = X.astype(np.float32)
@@ -151,12 +151,12 @@ def _read_h5ad(p: Path, layer: str | None):
     if layer:
         if layer == "raw":
             if adata.raw is None:
-                raise CellgnnInputError("no .raw in this file", file=str(p), field="data.layer",
+                raise CellgnnInputError("no .raw in this file", file=str(p), field="data.file.layer",
                                         fix=f"use one of the layers {list(adata.layers)} or leave layer empty")
             adata = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var)
         elif layer not in adata.layers:
             raise CellgnnInputError(f"layer '{layer}' not found (layers: {list(adata.layers)})", file=str(p),
-                                    field="data.layer", fix="name an existing layer, or leave layer empty to use X")
+                                    field="data.file.layer", fix="name an existing layer, or leave layer empty to use X")
         else:
             adata = ad.AnnData(X=adata.layers[layer], obs=adata.obs, var=adata.var)
     else:
@@ -235,15 +235,16 @@ def _keep_gex(adata, gex_only: bool, p: Path):
 def find_mtx_files(p: Path) -> dict[str, Path]:
     """Locate ``matrix``, ``features`` and ``barcodes`` files of a 10x MTX directory.
 
-    Accepts GEO-style prefixes (``GSM5082289_mock_matrix.mtx.gz``) as long as exactly one
-    file of each kind is present. ``p`` may be the directory or its ``matrix.mtx`` file.
+    Accepts GEO-style names (``GSM5082289_mock_matrix.mtx.gz``, ``GSM2560248_2.1.mtx.gz``) as long
+    as exactly one file of each kind (``*.mtx``, ``*features.tsv`` or ``*genes.tsv``,
+    ``*barcodes.tsv``, each optionally gzipped) is present. ``p`` may be the directory or its ``matrix.mtx`` file.
     """
     if p.is_file():
         prefix = re.sub(r"matrix\.mtx(\.gz)?$", "", p.name)
         folder = p.parent
     else:
         prefix, folder = None, p
-    pats = {"matrix": r"matrix\.mtx(\.gz)?$", "features": r"(features|genes)\.tsv(\.gz)?$",
+    pats = {"matrix": r"\.mtx(\.gz)?$", "features": r"(features|genes)\.tsv(\.gz)?$",
             "barcodes": r"barcodes\.tsv(\.gz)?$"}
     out = {}
     for kind, pat in pats.items():
@@ -258,10 +259,6 @@ def find_mtx_files(p: Path) -> dict[str, Path]:
                                         "barcodes.tsv.gz in the directory")
         out[kind] = hits[0]
     return out
-
-
-def _open_text(f: Path):
-    return gzip.open(f, "rt") if f.name.endswith(".gz") else open(f)
 
 
 def _read_10x_mtx(p: Path, gex_only: bool):

@@ -127,7 +127,7 @@ def read_samples(sheet: pd.DataFrame, paths: dict[str, Path], *, duplicates: str
                  where: str = "sample sheet"):
     """Read each sample and concatenate (inner join on gene names) into one AnnData.
 
-    obs: ``sample``, ``condition``, ``donor``, ``time`` (categorical); obs_names
+    obs: ``sample``, ``condition``, ``donor``, ``time`` (categorical), ``barcode``; obs_names
     ``<sample>_<barcode>``. Genes: a gene name that maps to different gene ids in two
     samples (e.g. a symbol duplicated in one sample's reference but not the other's) is
     an error, as silently joining them would mix different genes; genes missing from some
@@ -138,9 +138,10 @@ def read_samples(sheet: pd.DataFrame, paths: dict[str, Path], *, duplicates: str
     parts = []
     for row in sheet.itertuples(index=False):
         a = read_counts(paths[row.sample], row.format or "auto", duplicates=duplicates)
+        barcodes = list(a.obs_names)
         a.obs_names = [f"{row.sample}_{b}" for b in a.obs_names]
         a.obs = pd.DataFrame({"sample": row.sample, "condition": row.condition, "donor": row.donor,
-                              "time": row.time}, index=a.obs_names)
+                              "time": row.time, "barcode": barcodes}, index=a.obs_names)
         parts.append((row.sample, a))
     _check_gene_ids(parts, where)
     common = parts[0][1].var_names

@@ -15,7 +15,9 @@ Two presets, both gamma–Poisson (negative binomial) UMI counts:
 
 Every cell gets a donor batch effect (per-gene multiplicative), a log-normal library
 size, cell-type markers, and a few low-quality cells (high mitochondrial fraction or
-almost empty) so that QC has something to remove. The planted response genes are
+almost empty) so that QC has something to remove. Every response is scaled by its cell type's
+``RESPONSE_SCALE`` (0.7 to 1.0), so the cell types that respond most are known. The planted
+response genes are
 stored in ``adata.uns["ground_truth"]`` (arrays ``class``, ``cell_type``, ``gene``,
 ``log2_fold_change``) so that explanations can be scored.
 """
@@ -47,6 +49,11 @@ SEVERITY_CELL_TYPES = {
     "Epithelial": (0.10, 0.4),
     "Dendritic": (0.08, 0.5),
 }
+# strength of every planted response in a cell type, relative to the strongest (the truth of
+# "which cell types respond most"; as in PBMCs, where monocytes respond to interferon most)
+RESPONSE_SCALE = {"Ciliated": 1.0, "Club": 0.9, "Goblet": 0.85, "Basal": 0.8, "Tuft": 0.75, "Ionocyte": 0.7,
+                  "Monocyte": 1.0, "Macrophage": 0.95, "Dendritic": 0.9, "Neutrophil": 0.85, "Epithelial": 0.75,
+                  "T cell": 0.7}
 TIMEPOINTS = (1, 2, 3)
 INFECTED_FRACTION = {1: 0.08, 2: 0.18, 3: 0.30}  # mean over cell types, scaled by susceptibility
 RESPONSE_STRENGTH = {1: 0.6, 2: 0.8, 3: 1.0}  # fraction of the full response reached at each dpi
@@ -84,18 +91,8 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
     invisible in counts, so a truth set that includes such genes scores the simulator,
     not the explanation. Genes above the threshold come first, the rest fill up if too few.
     """
-    if preset not in {"infection", "severity"}:
-        raise CellgnnInputError(f"unknown simulation preset '{preset}'", field="data.simulate.preset",
-                                fix="use 'infection' or 'severity'")
+    check_params(preset, n_genes, n_donors, n_response_genes)
     n_core = max(1, n_response_genes // 3)
-    n_min_genes = 13 + N_MARKERS * 6 + n_response_genes + n_core + 6 * (n_response_genes - n_core) + 50
-    if n_genes < n_min_genes:
-        raise CellgnnInputError(f"n_genes={n_genes} is too small for the planted programmes",
-                                field="data.simulate.n_genes", fix=f"use at least {n_min_genes}")
-    if n_donors < (3 if preset == "infection" else 6):
-        raise CellgnnInputError(f"n_donors={n_donors} too few to hold donors out for val and test",
-                                field="data.simulate.n_donors",
-                                fix="use >= 3 donors (infection) or >= 6 (severity)")
     rng = np.random.default_rng(seed)
     cell_types = INFECTION_CELL_TYPES if preset == "infection" else SEVERITY_CELL_TYPES
     ct_names = list(cell_types)
@@ -176,7 +173,7 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
             lab = label[i]
             if lab == "mock":
                 continue
-            s = strength[i]
+            s = strength[i] * RESPONSE_SCALE[ct_names[ct_idx[i]]]
             if lab.startswith("bystander"):
                 log2_mu[i, ifn.genes] += BYSTANDER_FACTOR * s * ifn.log2fc
             else:
@@ -185,8 +182,8 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
                 prog = specific[ct_names[ct_idx[i]]]
                 log2_mu[i, prog.genes] += s * prog.log2fc
         for t in TIMEPOINTS:
-            s = RESPONSE_STRENGTH[t]
             for name in ct_names:
+                s = RESPONSE_STRENGTH[t] * RESPONSE_SCALE[name]
                 for g, fc in zip(ifn.genes, ifn.log2fc):
                     truth_rows.append((f"bystander_{t}dpi", name, genes[g], BYSTANDER_FACTOR * s * fc))
                 for prog in (ifn, core, specific[name]):
@@ -196,17 +193,18 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
         label = condition.astype(object)
         strength = np.array([SEVERITY_LEVELS[c] for c in condition])
         for i in range(n_cells):
-            s = strength[i]
+            s = strength[i] * RESPONSE_SCALE[ct_names[ct_idx[i]]]
             if s == 0:
                 continue
             log2_mu[i, core.genes] += s * core.log2fc
             log2_mu[i, ifn.genes] += s * ifn.log2fc
             prog = specific[ct_names[ct_idx[i]]]
             log2_mu[i, prog.genes] += s * prog.log2fc
-        for lvl, s in SEVERITY_LEVELS.items():
-            if s == 0:
+        for lvl, level in SEVERITY_LEVELS.items():
+            if level == 0:
                 continue
             for name in ct_names:
+                s = level * RESPONSE_SCALE[name]
                 for prog in (core, ifn, specific[name]):
                     for g, fc in zip(prog.genes, prog.log2fc):
                         truth_rows.append((lvl, name, genes[g], s * fc))
@@ -241,6 +239,49 @@ def simulate(preset: str = "infection", n_cells: int = 4000, n_genes: int = 1500
     if donor_severity is not None:
         adata.uns["cellgnn"]["source"]["donor_severity"] = dict(zip(donors, donor_severity.tolist()))
     return adata
+
+
+def check_params(preset: str, n_genes: int, n_donors: int, n_response_genes: int, **_) -> None:
+    """Refuse settings the simulator cannot plant its programmes with (run at start-up and by
+    :func:`simulate`)."""
+    if preset not in {"infection", "severity"}:
+        raise CellgnnInputError(f"unknown simulation preset '{preset}'", field="data.simulate.preset",
+                                fix="use 'infection' or 'severity'")
+    n_core = max(1, n_response_genes // 3)
+    n_min_genes = 13 + N_MARKERS * 6 + n_response_genes + n_core + 6 * (n_response_genes - n_core) + 50
+    if n_genes < n_min_genes:
+        raise CellgnnInputError(f"n_genes={n_genes} is too small for the planted programmes",
+                                field="data.simulate.n_genes", fix=f"use at least {n_min_genes}")
+    if n_donors < (3 if preset == "infection" else 6):
+        raise CellgnnInputError(f"n_donors={n_donors} too few to hold donors out for val and test",
+                                field="data.simulate.n_donors",
+                                fix="use >= 3 donors (infection) or >= 6 (severity)")
+
+
+def design_obs(preset: str = "infection", n_cells: int = 4000, n_donors: int = 4, **_) -> pd.DataFrame:
+    """The design a simulation will have, without simulating: ``label``, ``donor`` and
+    ``cell_type`` of up to 100 cells per donor and class (enough to check the splits; the
+    expected share of each class among ``n_cells``)
+    (every donor in every condition for ``infection``; one severity per donor for ``severity``).
+    Start-up checks use it; the data stage checks the real cells again."""
+    donors = [f"donor{d + 1}" for d in range(n_donors)]
+    if preset == "infection":
+        shares = {"mock": 0.25}
+        for t in TIMEPOINTS:
+            shares[f"infected_{t}dpi"] = 0.25 * INFECTED_FRACTION[t]
+            shares[f"bystander_{t}dpi"] = 0.25 * (1 - INFECTED_FRACTION[t])
+        per_donor = {d: shares for d in donors}
+        cell_types = list(INFECTION_CELL_TYPES)
+    else:
+        levels = ["healthy", "moderate", "severe"]
+        per_donor = {d: {levels[i % 3]: 1.0} for i, d in enumerate(donors)}
+        cell_types = list(SEVERITY_CELL_TYPES)
+    rows = []
+    for d, shares in per_donor.items():
+        for lab, share in shares.items():
+            n = min(100, max(1, int(round(n_cells / n_donors * share))))  # enough to check a design
+            rows += [(lab, d, cell_types[i % len(cell_types)]) for i in range(n)]
+    return pd.DataFrame(rows, columns=["label", "donor", "cell_type"])
 
 
 def _gene_names(n_genes: int) -> list[str]:

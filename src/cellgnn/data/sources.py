@@ -78,6 +78,9 @@ def load_source(cfg: dict, workdir: str | Path = "resources"):
         paths = fetch_samples(sheet, workdir, **dl)
         adata = read_samples(sheet, paths, duplicates=sc_cfg.get("duplicates", "make_unique"),
                              where=str(sc_cfg["path"]))
+        meta = sc_cfg.get("cell_metadata") or {}
+        if meta.get("url") or meta.get("path"):
+            adata = join_cell_metadata(adata, sheet, meta, workdir, dl)
         if scheme == "condition":
             adata.obs["label"] = adata.obs["condition"]
         else:
@@ -91,6 +94,56 @@ def load_source(cfg: dict, workdir: str | Path = "resources"):
         return adata
     raise CellgnnInputError(f"load_source does not handle source '{source}'", field="data.source",
                             fix="use file, url or samplesheet")
+
+
+def join_cell_metadata(adata, sheet: pd.DataFrame, meta: dict, workdir: Path, dl: dict):
+    """Per-cell annotations (``data.samplesheet.cell_metadata``: a TSV, gzipped or not, of one row
+    per barcode, e.g. donors demultiplexed from pooled samples and author cell types) joined to the
+    cells by barcode, within the sample whose sheet column ``match`` equals the table's
+    ``sample_column`` when that is given. Cells without a row are dropped (counted in the log);
+    a table column that clashes with an obs column is added as ``<name>_cell``."""
+    from ..paths import child_path
+
+    if meta.get("url"):
+        name = url_filename(meta["url"])
+        dest = child_path(workdir / "cell_metadata", name, field="data.samplesheet.cell_metadata.url")
+        path = download(meta["url"], dest, meta.get("sha256") or None, **dl)
+    else:
+        path = Path(meta["path"])
+    where = str(meta.get("url") or meta.get("path"))
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, compression="infer")
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad table
+        raise CellgnnInputError(f"cannot read the cell metadata as TSV ({exc})", file=where,
+                                field="data.samplesheet.cell_metadata", fix="give a tab-separated table") from exc
+    barcode = meta.get("barcode_column") or table.columns[0]
+    sample_col = meta.get("sample_column")
+    for col in filter(None, (barcode, sample_col)):
+        if col not in table:
+            raise CellgnnInputError(f"column '{col}' not found (columns: {list(table.columns)})", file=where,
+                                    field="data.samplesheet.cell_metadata", fix="name an existing column")
+    if sample_col:
+        match = sheet.set_index("sample")[meta.get("match", "sample")].astype(str)
+        key_obs = (adata.obs["sample"].astype(str).map(match) + "\x1f" + adata.obs["barcode"].astype(str))
+        table.index = table[sample_col].astype(str) + "\x1f" + table[barcode].astype(str)
+    else:
+        key_obs = adata.obs["barcode"].astype(str)
+        table.index = table[barcode].astype(str)
+    if not table.index.is_unique:
+        raise CellgnnInputError("the cell metadata has repeated barcodes" + (" within a sample" if sample_col else ""),
+                                file=where, field="data.samplesheet.cell_metadata.sample_column",
+                                fix="name the column that tells the samples apart (sample_column)")
+    keep = key_obs.isin(table.index).to_numpy()
+    LOG.info("cell metadata %s: %d of %d cells annotated, the rest dropped", where, int(keep.sum()), adata.n_obs)
+    if not keep.any():
+        raise CellgnnInputError("no cell's barcode is in the cell metadata", file=where,
+                                field="data.samplesheet.cell_metadata",
+                                fix="check barcode_column, sample_column and match against the samples' barcodes")
+    out = adata[keep].copy()
+    rows = table.loc[key_obs[keep].to_numpy()].drop(columns=[c for c in (barcode, sample_col) if c])
+    for col in rows.columns:
+        out.obs[col if col not in out.obs else f"{col}_cell"] = rows[col].to_numpy()
+    return out
 
 
 def infection_labels(adata, icfg: dict, where: str = "sample sheet"):

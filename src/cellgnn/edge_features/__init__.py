@@ -164,10 +164,24 @@ def check_edge_features(ef: dict, graph: dict, file: str | None = None) -> None:
                                 field="columns", fix="rerun the edge_features rule")
 
 
-def load_edge_features(path: str, graph: dict) -> dict:
-    """Load ``edge_features/{split}.pt`` and check it against ``graph``."""
-    ef = torch.load(path, weights_only=False)
+def load_edge_features(path: str | Path, graph: dict, drop_group: str | None = None) -> dict:
+    """Load ``edge_features/{split}.pt`` (on the CPU) and check it is aligned row for row
+    with ``graph['edge_index']``; ``drop_group``: leave that group out (ablations).
+
+    Returns the dict :func:`compute_edge_features` wrote (``edge_attr [E, F]``, ``columns``,
+    ``groups``, ...). Raises ``CellgnnInputError`` for an unreadable or misaligned file.
+    """
+    try:
+        ef = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CellgnnInputError(f"cannot read edge features ({e})", file=str(path),
+                                fix="delete it and rerun the edge_features stage") from e
     check_edge_features(ef, graph, file=str(path))
+    if drop_group is not None:
+        if drop_group not in ef["groups"] or len(ef["groups"]) < 2:
+            raise CellgnnInputError(f"cannot drop group '{drop_group}' from {list(ef['groups'])}", file=str(path),
+                                    field="edge_features.groups", fix="ablate a computed group; keep at least one")
+        ef = select_groups(ef, [g for g in ef["groups"] if g != drop_group])
     return ef
 
 
@@ -190,8 +204,8 @@ def select_groups(ef: dict, keep: list[str]) -> dict:
     return out
 
 
-def edge_features_stage(graph_path: str, out_path: str, cfg: dict, seed: int, device: str = "auto") -> dict:
-    """Rule entry point: load ``graph/{split}.pt``, compute the features, write ``edge_features/{split}.pt``.
+def run_edge_features(graph_path: str, out_path: str, cfg: dict, seed: int, device: str = "auto") -> dict:
+    """Rule edge_features: load ``graph/{split}.pt``, compute the features, write ``edge_features/{split}.pt``.
 
     Input problems are raised before any training; the output is written atomically.
     Returns the saved dict.

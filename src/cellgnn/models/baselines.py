@@ -49,7 +49,7 @@ class GAT(nn.Module):
     """
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 8, heads: int = 8, attn_dropout: float = 0.4,
-                 residual: bool = False):
+                 residual: bool = True):
         super().__init__()
         self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, residual=residual)
         self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout,

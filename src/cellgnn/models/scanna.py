@@ -11,8 +11,8 @@ Differences from the public code (all for size on a CPU): the projection blocks 
 G×G layers (scANNA's 76M parameters at G=5000), and the output LeakyReLU is dropped (it
 only rescales negative logits). The gene attention layer is a dense G×G map as in scANNA
 when ``attention_rank`` is None, else a rank-r factorisation ``W_a = V U`` (G·2r
-parameters instead of G²) so that it trains in seconds on a CPU; the attention is still a
-softmax over all genes of each cell.
+parameters instead of G²), cheap enough for a CPU; the attention is still a softmax over
+all genes of each cell.
 """
 
 from __future__ import annotations
