@@ -234,16 +234,16 @@ def main():
     d = default_data(args, aug) if args.data == "default" else kang_data(args, aug)
     print(f"data: {d['name']}: {d['train'].sum()} train / {d['val'].sum()} val / {d['test'].sum()} test cells, "
           f"{d['x'].shape[1]} genes; seeds {args.seeds}; config {args.config} {args.set}")
-    runs = {s: run_seed(d, aug, s, args) for s in args.seeds}
-
-    names = [k for k in runs[args.seeds[0]] if isinstance(runs[args.seeds[0]][k], dict) and "rf_auc" in
-             runs[args.seeds[0]][k]]
-    print(f"\n{'generator':24s} {'seed':>4s} {'RF AUC (5-fold)':>16s} {'MMD':>8s} {'corr. discr.':>12s}")
-    for s, r in runs.items():
+    print(f"\n{'generator':24s} {'seed':>4s} {'RF AUC (5-fold) [95% over folds]':>34s} {'MMD':>8s} "
+          f"{'corr. discr.':>12s}", flush=True)
+    runs = {}
+    for s in args.seeds:  # each seed's rows as soon as it is done
+        runs[s] = r = run_seed(d, aug, s, args)
+        names = [k for k in r if isinstance(r[k], dict) and "rf_auc" in r[k]]
         for name in names:
             m = r[name]
-            print(f"{name:24s} {s:4d} {m['rf_auc']['mean']:16.3f} {m['mmd_pcs']:8.4f} "
-                  f"{m['correlation_discrepancy']:12.3f}")
+            print(f"{name:24s} {s:4d} {_fmt(m['rf_auc']):>34s} {m['mmd_pcs']:8.4f} "
+                  f"{m['correlation_discrepancy']:12.3f}", flush=True)
     summary = {}
     print(f"\nmean [95% t-interval over seeds {args.seeds}], held-out test cells:")
     for name in names:
