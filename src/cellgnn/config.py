@@ -147,7 +147,8 @@ def _semantic_checks(cfg: dict, source: str) -> None:
 def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     """What this run builds, from the validated config and the start-up :class:`~cellgnn.preflight.Plan`:
     the split units of each mode, the held-out mode, the explained model and split, which optional
-    stages run (explain, augment, edge-feature comparison and ablation, gat_activa) and why not.
+    stages run (celltype, explain, augment, edge-feature comparison and ablation, gat_activa) and why
+    not; ``cell_types_from``: ``data``, ``celltype`` (the celltype stage's calls) or None.
     Notes are appended to ``plan.notes`` (summary.md repeats them)."""
     from .design import parse_unit
 
@@ -187,7 +188,9 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     gm = aug["graph_model"]
     gat_activa_units = ([u for m in (gm["splits"] or modes) for u in units[m]]
                         if augment and gm["enabled"] and "gat" in models else [])
+    celltype = plan.cell_types == "celltype" or cfg["celltype"]["enabled"] is True
     return {"units": units, "held_out_mode": held_out, "evaluation": evaluation, "baselines": baselines,
+            "celltype": celltype, "cell_types_from": plan.cell_types,
             "ablation_groups": ablation, "augment": augment, "augment_unit": augment_unit,
             "gat_activa_units": gat_activa_units,
             "explain": {"run": explain_run, "model": explain_model or "none", "split": cfg["explain"]["split"] or held_out}}

@@ -260,7 +260,11 @@ def _preflight(cfg: dict, workdir: str | Path, source: str) -> Plan:
     units = split_units(graph["split_modes"], n_donors or graph["cv_folds"], graph["cv_folds"])
     has_ct = cfg["data"]["keys"]["cell_type"] is not None and (obs is None or "cell_type" in obs)
     cell_types = "data" if has_ct else None
-    if not has_ct:
-        notes.append("no cell types (data.keys.cell_type is null): per-cell-type rankings, the cell-type edge "
-                     "features and the cell-type response table are left out")
+    if not has_ct and cfg["celltype"]["enabled"] in ("auto", True):
+        cell_types = "celltype"
+        notes.append("no cell types in the data (data.keys.cell_type is null): the celltype stage's clusters "
+                     "(obs['cellgnn_cell_type']) are the cell types of every per-cell-type feature")
+    elif not has_ct:
+        notes.append("no cell types (data.keys.cell_type is null, celltype.enabled: false): per-cell-type "
+                     "rankings, the cell-type edge features and the cell-type response table are left out")
     return Plan(units, n_donors, design, cell_types, notes)

@@ -4,7 +4,7 @@
 
 rule augment:
     input:
-        adata="results/{dataset}/preprocessed.h5ad",
+        adata=TYPED_ADATA,
         graph=f"results/{{dataset}}/graph/{AUGMENT_UNIT}.pt",
     output:
         model="results/{dataset}/augment/activa.pt",
@@ -53,7 +53,7 @@ rule augment:
 rule augment_topup:
     # synthetic training cells for the rare classes of one graph split (model gat_activa)
     input:
-        adata="results/{dataset}/preprocessed.h5ad",
+        adata=TYPED_ADATA,
         graph="results/{dataset}/graph/{split}.pt",
     output:
         "results/{dataset}/augment/topup/{split}.pt",

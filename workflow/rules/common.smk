@@ -38,6 +38,13 @@ GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GA
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
 EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
+# the preprocessed data the cell-type-aware rules read: with the celltype stage's calls in obs
+# when they are this run's cell types (data.keys.cell_type null, celltype.enabled auto or true)
+TYPED_ADATA = (
+    "results/{dataset}/celltype/celltyped.h5ad"
+    if RUN["cell_types_from"] == "celltype"
+    else "results/{dataset}/preprocessed.h5ad"
+)
 
 
 wildcard_constraints:
@@ -103,12 +110,14 @@ def get_final_output():
         else []
     )
     augment = [f"results/{DATASET}/augment/metrics.json"] if RUN["augment"] else []
+    celltype = [f"results/{DATASET}/celltype/metrics.json"] if RUN["celltype"] else []
     return [
         f"results/{DATASET}/metrics/models.csv",
         f"results/{DATASET}/summary.md",
         *figure_outputs(),
         *evaluation,
         *augment,
+        *celltype,
         f"results/{DATASET}/provenance/config.yaml",
         f"results/{DATASET}/provenance/provenance.json",
     ]
@@ -130,6 +139,8 @@ def active_outputs():
         skip |= {"explain", "explain_figures"}
     if not RUN["augment"]:
         skip.add("augment")
+    if not RUN["celltype"]:
+        skip.add("celltype")
     return workflow_outputs(skip=skip)
 
 

@@ -27,7 +27,7 @@ rule umap_embedding:
 
 rule umap:
     input:
-        adata="results/{dataset}/preprocessed.h5ad",
+        adata=TYPED_ADATA,
         embedding="results/{dataset}/figures/umap_embedding.csv",
         models="results/{dataset}/metrics/models.csv",
         predictions=held_out_predictions,

@@ -1,6 +1,6 @@
 rule graph:
     input:
-        "results/{dataset}/preprocessed.h5ad",
+        TYPED_ADATA,
     output:
         "results/{dataset}/graph/{split}.pt",
     log:

@@ -12,8 +12,10 @@ Methods (each returns a gene score per class, and per cell type × class where i
   defined against the control), or the class logit.
 - ``weights``: the original study's first-layer weight magnitude, ``max |W[:, g]|`` over
   the first layer's output units (heads × units); class-agnostic.
-- ``attention``: mean gene attention of the scANNA-style classifier over correctly
-  predicted cells (``cellgnn.models.scanna.salient_genes``).
+- ``attention``: mean gene attention of the scANNA-style classifier over a class's correctly
+  predicted cells minus its mean over the control class's cells (the other classes' cells
+  when there is no control), per class and per class × cell type
+  (``cellgnn.models.scanna.salient_genes``).
 - ``gnnexplainer``: PyG ``Explainer`` + ``GNNExplainer`` on a few cells per class, with a
   feature mask shared by the nodes of each cell's subgraph and an edge mask.
 - ``de`` / ``de_control``: scanpy ``rank_genes_groups`` (Wilcoxon) on training cells, each

@@ -1,7 +1,8 @@
 """The attribution methods other than integrated gradients, and edge-feature importance.
 
 - ``weights``: the original study's first-layer weight magnitude (class-agnostic);
-- ``attention``: the scANNA-style classifier's gene attention over correctly predicted cells;
+- ``attention``: the scANNA-style classifier's gene attention over a class's correctly predicted
+  cells minus its attention over the control class's cells (the other classes' without a control);
 - ``gnnexplainer``: PyG's GNNExplainer on a few cells per class;
 - ``de`` / ``de_control``: Wilcoxon rank-sum scores of each class against the rest / the control;
 - ``random``: a seeded random ranking, the floor every method must beat;
@@ -41,20 +42,23 @@ def first_layer_weights(model: torch.nn.Module, n_genes: int) -> tuple[np.ndarra
 
 def attention_rankings(model: torch.nn.Module, seed, x: torch.Tensor, y: np.ndarray, cell_type: np.ndarray,
                        classes: list[str], cell_types: list[str], explain_classes: list[str],
-                       min_cells: int) -> list[pd.DataFrame]:
+                       min_cells: int, control: str | None = None) -> list[pd.DataFrame]:
     """scANNA gene attention of the cells ``x [n, G]`` (classes ``y [n]``, cell types
     ``cell_type [n]``) per class, and per cell type × class where the cell type has at least
-    ``min_cells`` cells and the class ``min_cells`` among them (long tables, see :func:`long_scores`)."""
+    ``min_cells`` cells and the class ``min_cells`` among them (long tables, see :func:`long_scores`).
+    A class's score is its attention minus the ``control`` class's (as ``de_control`` and IG's
+    contrast), or minus the other classes' when ``control`` is None or absent."""
     from ..models.scanna import salient_genes
 
     yc = torch.as_tensor(y)
-    att = salient_genes(model.cpu(), x, yc)
+    ref = classes.index(control) if control in classes else "rest"
+    att = salient_genes(model.cpu(), x, yc, reference=ref)
     out = [long_scores("attention", seed, c, CLASS_AGNOSTIC, att[classes.index(c)].numpy()) for c in explain_classes]
     for t, tname in enumerate(cell_types):
         m = cell_type == t
         if m.sum() < min_cells:
             continue
-        att_t = salient_genes(model.cpu(), x[m], yc[m])
+        att_t = salient_genes(model.cpu(), x[m], yc[m], reference=ref)
         for c in explain_classes:
             if (yc[m] == classes.index(c)).sum() >= min_cells:
                 out.append(long_scores("attention", seed, c, tname, att_t[classes.index(c)].numpy()))

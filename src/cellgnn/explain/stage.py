@@ -139,7 +139,7 @@ def write_explanations(units: list[ExplainInputs], out_dir: str | Path, params: 
             _explain_model(inp, sel, params, methods, seed, inp.load_model(path, inp.graph), ig, device, out,
                            per_unit, pooled, n_units=len(units))
         if "attention" in methods:
-            _attention(inp, sel, notes, min_cells, per_unit)
+            _attention(inp, sel, notes, min_cells, per_unit, control)
         tr = inp.graph["train_mask"].numpy()
         if "de" in methods:
             per_unit += de_rankings("de", "rest", sel.x[tr].numpy(), sel.y[tr], sel.ct[tr], sel.classes, sel.genes,
@@ -178,8 +178,9 @@ def _cell_budgets(units: list[ExplainInputs], params: dict) -> list[int]:
 
 
 def _attention(inp: ExplainInputs, sel: _Selection, notes: list[str], min_cells: int,
-               rankings: list[pd.DataFrame]) -> None:
-    """scANNA gene attention of the selected cells, for every attention-model seed of one unit."""
+               rankings: list[pd.DataFrame], control: str | None) -> None:
+    """scANNA gene attention of the selected cells (against the ``control`` class), for every
+    attention-model seed of one unit."""
     if not inp.attention_models:
         notes.append("attention: no trained attention model (explain.attention_model) found; skipped")
     for seed, path in sorted(inp.attention_models.items()):
@@ -189,7 +190,7 @@ def _attention(inp: ExplainInputs, sel: _Selection, notes: list[str], min_cells:
                                     field="explain.attention_model", fix="name an scANNA-style model (scanna)")
         c = sel.cells
         rankings += attention_rankings(model, seed, sel.x[c], sel.y[c], sel.ct[c], sel.classes,
-                                       sel.cell_types, sel.explain_classes, min_cells)
+                                       sel.cell_types, sel.explain_classes, min_cells, control)
 
 
 def _pool_cells(pooled: dict, sel: _Selection, min_cells: int, out: _Tables) -> list[pd.DataFrame]:
