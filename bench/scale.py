@@ -9,7 +9,7 @@ simulated count matrix (N cells × 2,000 genes, CSR, ~150 non-zeros per cell,
 - ``preprocess``: ``cellgnn.preprocess.preprocess`` (QC, library-size normalize,
   log1p, PCA to 50 components);
 - ``graph``: ``cellgnn.graph.knn_graph`` (k=15; ``auto`` = exact up to
-  ``--ann-threshold`` cells, hnswlib up to 500k, pynndescent above) — timed side by side, in the same run,
+  ``--ann-threshold`` cells, hnswlib up to 500k, cellgnn's NN-descent above) — timed side by side, in the same run,
   with ``scanpy.pp.neighbors`` defaults on the same PCA; prints the time ratio and
   recall@15 of both against exact kNN on 2,000 sampled cells;
 - ``partition``: k-means clusters for Cluster-GCN mini-batches;
@@ -165,8 +165,8 @@ def run_one(n: int, args) -> dict:
         return idx, dist
 
     cellgnn.graph.knn_search = knn_with_threads
-    # numba compiles pynndescent's kernels once per process (about 20 s): compile both call
-    # paths before timing either graph (ours uses them above NNDESCENT_THRESHOLD cells)
+    # numba compiles scanpy's (pynndescent) and our NN-descent kernels once per process: compile
+    # both before timing either graph (warm times; bench/knn_cold.py times the cold start)
     _scanpy_scipy_shim()
     _warm_up_pynndescent(args.seed)
     warm = np.random.default_rng(args.seed).normal(size=(5000, pca.shape[1])).astype(np.float32)

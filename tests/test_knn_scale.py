@@ -129,3 +129,19 @@ def test_train_epoch_and_predict_with_sparse_features(pca_like):
     proba = predict(model, x, ClusterBatches(ei, kmeans_partition(pca_like, 10), 3, shuffle=False), 2, scale=scale)
     assert proba.shape == (n, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert ((proba.argmax(1) == y.numpy()).mean()) > 0.8
+
+
+def test_nndescent_threads_and_tiny_inputs(pca_like):
+    """NN-descent: the same neighbours on 1 or 3 threads; inputs too small for its trees are exact."""
+    from cellgnn.nndescent import nndescent_knn
+
+    a, da = nndescent_knn(pca_like, 12, seed=5, n_jobs=1)
+    b, db = nndescent_knn(pca_like, 12, seed=5, n_jobs=3)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(da, db)
+    assert recall_at_k(a, knn_search(pca_like, 12, method="exact")[0]) >= 0.95
+    tiny = pca_like[:9]
+    idx, d = knn_search(tiny, 4, method="nndescent", seed=0)
+    ex_idx, ex_d = knn_search(tiny, 4, method="exact")
+    np.testing.assert_array_equal(idx, ex_idx)
+    np.testing.assert_allclose(d, ex_d, rtol=1e-4, atol=1e-5)

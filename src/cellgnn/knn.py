@@ -10,11 +10,12 @@ Methods:
   Queries are deterministic; index construction with ``n_jobs > 1`` inserts points in a
   thread-dependent order, so bit-identical graphs across runs need ``n_jobs=1``.
 - ``faiss``: faiss IVF-Flat (nlist ≈ 4√N coarse k-means cells, seeded; nprobe=24).
-- ``nndescent``: pynndescent's NN-descent (the kNN-graph search behind
-  ``scanpy.pp.neighbors``) with a lighter setting than scanpy's (16 random-projection
-  trees, 10 iterations, 32 candidates; scanpy: 5 + √N/20 trees, log2 N iterations,
-  60 candidates). A process's first call compiles numba kernels (a fixed cost). Seeded runs
-  give identical neighbours (also with n_jobs > 1).
+- ``nndescent``: NN-descent (``cellgnn.nndescent``: random-projection-tree start, then
+  local joins; the algorithm behind ``scanpy.pp.neighbors``' pynndescent, compiled here
+  for euclidean / cosine only, so a first run pays seconds of numba compilation instead of
+  pynndescent's minute). ``bench/knn_cold.py`` times it against ``scanpy.pp.neighbors`` in
+  fresh processes with an empty numba cache and measures recall against exact kNN.
+  Seeded runs give identical neighbours, whatever ``n_jobs``.
 - ``auto``: ``exact`` up to ``ann_threshold`` points, ``hnsw`` up to
   ``NNDESCENT_THRESHOLD`` (where its build time starts to dominate), ``nndescent`` above.
 
@@ -78,8 +79,10 @@ def knn_search(points: np.ndarray, k: int, metric: str = "euclidean", method: st
         dist, idx = nn.kneighbors(points)
     elif method == "hnsw":
         idx, dist = _hnsw(points, k + 1, metric, seed, n_jobs)
-    elif method == "nndescent":
-        idx, dist = _nndescent(points, k + 1, metric, seed, n_jobs)
+    elif method == "nndescent":  # self never in its own list
+        from .nndescent import nndescent_knn
+
+        return nndescent_knn(points, k, metric=metric, seed=seed, n_jobs=n_jobs)
     else:
         idx, dist = _faiss(points, k + 1, metric, seed, n_jobs)
     return _drop_self(idx, dist, k)
@@ -96,17 +99,6 @@ def _hnsw(points: np.ndarray, kq: int, metric: str, seed: int, n_jobs: int,
     index.set_ef(max(3 * kq, 48))
     idx, dist = index.knn_query(points, k=kq, num_threads=n_jobs)
     dist = np.sqrt(np.maximum(dist, 0)) if metric == "euclidean" else dist
-    return idx.astype(np.int64), dist.astype(np.float32)
-
-
-def _nndescent(points: np.ndarray, kq: int, metric: str, seed: int, n_jobs: int,
-               n_trees: int = 16, n_iters: int = 10, max_candidates: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    from pynndescent import NNDescent
-
-    nnd = NNDescent(points, n_neighbors=kq, metric=metric, n_trees=n_trees, n_iters=n_iters,
-                    max_candidates=max_candidates, random_state=int(seed) % (2**31), n_jobs=n_jobs,
-                    low_memory=True, compressed=True)
-    idx, dist = nnd.neighbor_graph  # euclidean distance, or cosine distance 1 - cos
     return idx.astype(np.int64), dist.astype(np.float32)
 
 

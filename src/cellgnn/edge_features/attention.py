@@ -6,9 +6,9 @@ study) is trained on the **training cells only** to predict an auxiliary label
 (cell type, or donor). Its first layer's attention coefficients α_ij, one column per
 head, read out in eval mode on the whole graph, are the edge features.
 
-Alignment: both GATConv layers run with ``add_self_loops=False`` on an edge list
-that already holds every self-loop, so PyG neither drops nor re-appends loops and
-returns α in exactly our edge order (asserted). If the graph has no self-loops,
+Alignment: both GATConv layers (:class:`~cellgnn.models.fast_conv.FastGATConv`) run with
+``add_self_loops=False`` on an edge list that already holds every self-loop, so the
+layer neither drops nor re-appends loops and returns α in exactly our edge order (asserted). If the graph has no self-loops,
 they are appended *after* our E edges for the auxiliary GAT (a GAT needs them) and
 only the first E rows of α are kept.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_geometric.nn import GATConv
 from tqdm.auto import tqdm
 
 from ..batching import ClusterBatches, pca_partition
+from ..models.fast_conv import FastGATConv
 
 LOG = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class AuxGAT(torch.nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, heads: int = 8, hidden: int = 8, dropout: float = 0.4):
         super().__init__()
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=dropout, add_self_loops=False)
-        self.conv2 = GATConv(heads * hidden, n_classes, heads=heads, concat=False, dropout=dropout,
+        self.conv1 = FastGATConv(in_dim, hidden, heads=heads, dropout=dropout, add_self_loops=False)
+        self.conv2 = FastGATConv(heads * hidden, n_classes, heads=heads, concat=False, dropout=dropout,
                              add_self_loops=False)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor):

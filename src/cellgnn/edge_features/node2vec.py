@@ -1,24 +1,28 @@
-"""node2vec without compiled extensions: biased random walks in NumPy, skip-gram in torch.
+"""node2vec: biased random walks and a skip-gram with negative sampling, compiled with numba.
 
 Walks follow Grover & Leskovec (2016): from node v reached from t, the next node x
 is drawn with probability ∝ w_vx · α(t, x), α = 1/p if x == t, 1 if x is a neighbour
-of t, 1/q otherwise. All walkers advance together (one vectorized step per walk
-position); the bias is applied by rejection sampling (proposal ∝ w_vx, accepted
-with α / max α), as torch-cluster does. Self-loops are dropped from the walk graph.
+of t, 1/q otherwise. The bias is applied by rejection sampling (proposal ∝ w_vx,
+accepted with α / max α), as torch-cluster does. Self-loops are dropped from the walk graph.
 
 The skip-gram uses negative sampling (Mikolov et al. 2013): for every (centre,
 context) pair within ``window`` positions, ``negatives`` nodes drawn from the
-unigram^0.75 distribution of the walks; plain SGD with word2vec's linear learning-rate
-decay and hand-written gradients (no autograd: a step costs about one forward pass).
+unigram^0.75 distribution of the walks. Training is mini-batch SGD with word2vec's
+linear learning-rate decay: a step's gradients are all taken at the same parameters
+and their sum is applied (as ``index_add`` would), with hand-written gradients.
+
+Both run single-threaded in compiled loops (no barrier per step, no thread pool).
+Determinism: every random draw comes from a counter-based generator (splitmix64) keyed
+by the seed and the walk (or pair) it belongs to, so a seed gives the same bytes.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 import scipy.sparse as sp
-import torch
 from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +39,78 @@ def walk_graph(edge_index: np.ndarray, edge_weight: np.ndarray | None, num_nodes
     return a
 
 
+# ------------------------------------------------------------------ random numbers
+@numba.njit(inline="always")
+def _mix(z):
+    """splitmix64 finaliser: a well-mixed uint64 from any uint64."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(inline="always")
+def _uniform(state):
+    """Next splitmix64 state and a uniform float64 in [0, 1) from it."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    return state, (_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+# ------------------------------------------------------------------ walks
+@numba.njit(cache=True, inline="always")
+def _propose(v, indptr, indices, cum, u):
+    """Neighbour of v drawn ∝ edge weight by inverse CDF (binary search in v's slice of ``cum``)."""
+    lo, hi = indptr[v], indptr[v + 1] - 1
+    target = cum[lo] + u * (cum[hi + 1] - cum[lo])
+    while lo < hi:  # smallest slot s with cum[s + 1] > target
+        mid = (lo + hi) // 2
+        if cum[mid + 1] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return indices[lo]
+
+
+@numba.njit(cache=True, inline="always")
+def _is_neighbour(t, x, indptr, indices):
+    lo, hi = indptr[t], indptr[t + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if indices[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < indptr[t + 1] and indices[lo] == x
+
+
+@numba.njit(cache=True)
+def _walks_kernel(indptr, indices, cum, n, walk_length, n_walks, inv_p, inv_q, alpha_max, biased, seed, out):
+    for r in range(n_walks):
+        state = _mix(seed ^ (np.uint64(r) * np.uint64(0x9E3779B97F4A7C15)))
+        cur = r % n
+        prev = -1
+        out[r, 0] = cur
+        for step in range(1, walk_length):
+            if indptr[cur + 1] == indptr[cur]:  # isolated node: stay
+                out[r, step] = cur
+                continue
+            while True:
+                state, u = _uniform(state)
+                x = _propose(cur, indptr, indices, cum, u)
+                if prev < 0 or not biased:
+                    break
+                if x == prev:
+                    alpha = inv_p
+                elif _is_neighbour(prev, x, indptr, indices):
+                    alpha = 1.0
+                else:
+                    alpha = inv_q
+                state, u = _uniform(state)
+                if u * alpha_max < alpha:
+                    break
+            out[r, step] = x
+            prev, cur = cur, x
+
+
 def random_walks(adj: sp.csr_matrix, walk_length: int, walks_per_node: int, p: float = 1.0,
                  q: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
     """Biased second-order random walks.
@@ -42,145 +118,178 @@ def random_walks(adj: sp.csr_matrix, walk_length: int, walks_per_node: int, p: f
     adj: CSR ``[N, N]`` with positive weights and sorted indices. Returns int32
     ``[N * walks_per_node, walk_length]``; walk r starts at node ``r % N``. A walk that
     reaches a node without neighbours stays there (isolated nodes repeat themselves).
+    ``rng`` gives the seed of the walks' counter-based generator.
     """
     rng = rng or np.random.default_rng(0)
+    seed = np.uint64(rng.integers(0, 2**63))
     n = adj.shape[0]
-    indptr, indices = adj.indptr.astype(np.int64), adj.indices.astype(np.int64)
-    weights = adj.data.astype(np.float64)
-    cum = np.concatenate([[0.0], np.cumsum(weights)])  # cum[k] = sum of weights before slot k
-    deg = np.diff(indptr)
-    row_lo, row_w = cum[indptr[:-1]], cum[indptr[1:]] - cum[indptr[:-1]]
-    # sorted (src * n + dst) keys to test "x is a neighbour of t"
-    rows = np.repeat(np.arange(n, dtype=np.int64), deg)
-    keys = rows * n + indices
-    biased = not (p == 1.0 and q == 1.0)
-    alpha_max = max(1.0 / p, 1.0, 1.0 / q)
-
-    def propose(v: np.ndarray) -> np.ndarray:
-        u = rng.random(v.shape[0])
-        target = row_lo[v] + u * row_w[v]
-        slot = np.searchsorted(cum, target, side="right") - 1
-        slot = np.clip(slot, indptr[v], indptr[v + 1] - 1)
-        return indices[slot]
-
-    starts = np.tile(np.arange(n, dtype=np.int64), walks_per_node)
-    walks = np.empty((starts.shape[0], walk_length), dtype=np.int32)
-    walks[:, 0] = starts
-    cur, prev = starts.copy(), None
-    for step in range(1, walk_length):
-        nxt = cur.copy()
-        movable = np.flatnonzero(deg[cur] > 0)
-        if prev is None or not biased:
-            nxt[movable] = propose(cur[movable])
-        else:
-            todo = movable
-            while todo.size:
-                v, t = cur[todo], prev[todo]
-                x = propose(v)
-                is_back = x == t
-                pos = np.searchsorted(keys, t * n + x)
-                is_nb = (pos < keys.size) & (keys[np.minimum(pos, keys.size - 1)] == t * n + x)
-                alpha = np.where(is_back, 1.0 / p, np.where(is_nb, 1.0, 1.0 / q))
-                ok = rng.random(todo.size) * alpha_max < alpha
-                nxt[todo[ok]] = x[ok]
-                todo = todo[~ok]
-        walks[:, step] = nxt
-        prev, cur = cur, nxt
+    indptr, indices = adj.indptr.astype(np.int64), adj.indices.astype(np.int32)
+    cum = np.concatenate([[0.0], np.cumsum(adj.data.astype(np.float64))])  # cum[s] = weight before slot s
+    n_walks = n * walks_per_node
+    walks = np.empty((n_walks, walk_length), dtype=np.int32)
+    _walks_kernel(indptr, indices, cum, n, walk_length, n_walks, 1.0 / p, 1.0 / q, max(1.0 / p, 1.0, 1.0 / q),
+                  not (p == 1.0 and q == 1.0), seed, walks)
     return walks
 
 
-class SkipGram:
-    """Skip-gram with negative sampling trained by plain SGD with hand-written gradients.
+# ------------------------------------------------------------------ skip-gram
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _sgns_steps(walks, order, first_step, n_steps, walks_per_step, window, negatives, table, tab, lr0, done,
+                total_steps, seed, loss_every, pool, pool_ctx, pool_grad, touched, rows, ec, neu):
+    """Steps ``first_step .. first_step + n_steps - 1`` of mini-batch SGD; returns (sampled loss sum, samples).
 
-    Tables ``emb`` (node embeddings) and ``ctx`` (context vectors), float32 ``[N, dim]``.
-    As in word2vec, each pair's gradient is added to the rows it touches
-    (``index_add_``, deterministic on CPU); no autograd, so a step costs about one forward.
+    ``tab [N, 4, dim]`` holds per node its embedding, context vector and their step gradients
+    (adjacent in memory: a node costs one page walk). Step s visits the walks
+    ``order[s * walks_per_step: (s + 1) * walks_per_step]``; each walk position is a centre c
+    whose pairs (c, o), o within ``window``, share ``negatives`` draws weighted by the number
+    of pairs. Draws come from a pool of ``pool.size`` unigram^0.75 draws made for the step
+    (their rows stay in cache). All gradients of a step are taken at the step's tables and
+    summed per row, then applied. ``touched`` / ``rows``: flags and list of the nodes with
+    gradients; ``ec``, ``neu``: ``[dim]`` scratch; ``done``: steps of earlier epochs.
     """
+    length, dim, n_pool = walks.shape[1], tab.shape[2], pool.shape[0]
+    one = np.float32(1.0)
+    loss_sum, loss_n = 0.0, 0
+    for step in range(first_step, first_step + n_steps):
+        lr = np.float32(lr0 * max(0.01, 1.0 - (done + step + 1) / total_steps))
+        state = _mix(seed ^ (np.uint64(step) * np.uint64(0x9E3779B97F4A7C15)))
+        for q in range(n_pool):
+            state, u = _uniform(state)
+            pool[q] = table[int(u * table.shape[0])]
+            for f in range(dim):
+                pool_ctx[q, f] = tab[pool[q], 1, f]
+                pool_grad[q, f] = 0.0
+        j = 0
+        n_rows = 0
+        for a in range(step * walks_per_step, min((step + 1) * walks_per_step, order.shape[0])):
+            w = walks[order[a]]
+            for i in range(length):
+                c = w[i]
+                if not touched[c]:
+                    touched[c] = True
+                    rows[n_rows] = c
+                    n_rows += 1
+                lo, hi = max(0, i - window), min(length, i + window + 1)
+                n_ctx = hi - lo - 1
+                if n_ctx < 1:
+                    continue
+                sample = j % loss_every == 0
+                j += n_ctx
+                for f in range(dim):
+                    ec[f] = tab[c, 0, f]
+                    neu[f] = 0.0
+                for jp in range(lo, hi):
+                    if jp == i:
+                        continue
+                    o = w[jp]
+                    s = np.float32(0.0)
+                    for f in range(dim):
+                        s += ec[f] * tab[o, 1, f]
+                    g = one / (one + np.exp(-s)) - one
+                    if sample:
+                        loss_sum += np.log1p(np.exp(-np.float64(s)))
+                    for f in range(dim):
+                        neu[f] += g * tab[o, 1, f]
+                        tab[o, 3, f] += g * ec[f]
+                for k in range(negatives):
+                    state, u = _uniform(state)
+                    q = int(u * n_pool)
+                    s = np.float32(0.0)
+                    for f in range(dim):
+                        s += ec[f] * pool_ctx[q, f]
+                    g = np.float32(n_ctx) / (one + np.exp(-s))
+                    if sample:
+                        loss_sum += n_ctx * np.log1p(np.exp(np.float64(s)))
+                    for f in range(dim):
+                        neu[f] += g * pool_ctx[q, f]
+                        pool_grad[q, f] += g * ec[f]
+                if sample:
+                    loss_n += n_ctx
+                for f in range(dim):
+                    tab[c, 2, f] += neu[f]
+        for r in range(n_rows):
+            v = rows[r]
+            touched[v] = False
+            for f in range(dim):
+                tab[v, 0, f] -= lr * tab[v, 2, f]
+                tab[v, 1, f] -= lr * tab[v, 3, f]
+                tab[v, 2, f] = 0.0
+                tab[v, 3, f] = 0.0
+        for q in range(n_pool):
+            for f in range(dim):
+                tab[pool[q], 1, f] -= lr * pool_grad[q, f]
+    return loss_sum, loss_n
 
-    def __init__(self, num_nodes: int, dim: int, generator: torch.Generator, device="cpu"):
-        self.emb = ((torch.rand(num_nodes, dim, generator=generator) - 0.5) / dim).to(device)
-        self.ctx = torch.zeros(num_nodes, dim, device=device)
 
-    def step(self, centre: torch.Tensor, context: torch.Tensor, negative: torch.Tensor, lr: float) -> float:
-        """One SGD step on pairs ``centre, context [B]`` with ``negative [B, K]``; returns the mean loss."""
-        zc, zo, zn = self.emb[centre], self.ctx[context], self.ctx[negative]
-        pos = (zc * zo).sum(-1)                                  # [B]
-        neg = torch.bmm(zn, zc.unsqueeze(-1)).squeeze(-1)         # [B, K]
-        g_pos = torch.sigmoid(pos) - 1.0                          # d loss / d pos
-        g_neg = torch.sigmoid(neg)                                # d loss / d neg
-        grad_c = g_pos.unsqueeze(-1) * zo + torch.bmm(g_neg.unsqueeze(1), zn).squeeze(1)
-        self.emb.index_add_(0, centre, grad_c, alpha=-lr)
-        self.ctx.index_add_(0, context, g_pos.unsqueeze(-1) * zc, alpha=-lr)
-        self.ctx.index_add_(0, negative.reshape(-1), (g_neg.unsqueeze(-1) * zc.unsqueeze(1)).reshape(-1, zc.shape[1]),
-                            alpha=-lr)
-        loss = -(torch.nn.functional.logsigmoid(pos) + torch.nn.functional.logsigmoid(-neg).sum(-1))
-        return float(loss.mean())
-
-
-def skipgram_pairs(walks: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (centre, context) pairs at offsets 1..window in both directions; int64 ``[P]`` each."""
-    c, o = [], []
-    for d in range(1, min(window, walks.shape[1] - 1) + 1):
-        a, b = walks[:, :-d].ravel(), walks[:, d:].ravel()
-        c += [a, b]
-        o += [b, a]
-    if not c:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(c).astype(np.int64), np.concatenate(o).astype(np.int64)
+def pairs_per_walk(walk_length: int, window: int) -> int:
+    """(centre, context) pairs of one walk: offsets 1..window, both directions."""
+    return 2 * sum(max(0, walk_length - d) for d in range(1, window + 1))
 
 
 def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, num_nodes: int, *,
                         dim: int = 16, walk_length: int = 80, walks_per_node: int = 10,
                         p: float = 1.0, q: float = 1.0, window: int = 5, negatives: int = 5,
-                        epochs: int = 1, batch_size: int = 16384, lr: float = 0.025,
-                        seed: int = 0, device: torch.device | str = "cpu") -> np.ndarray:
+                        epochs: int = 1, batch_size: int = 16384, lr: float = 0.025, pool_size: int = 2048,
+                        seed: int = 0, device=None) -> np.ndarray:
     """Node embeddings float32 ``[N, dim]`` from walks + skip-gram with negative sampling.
 
     Each epoch draws fresh walks, visits them in a random order and takes one SGD
-    step per chunk of walks holding about ``batch_size`` (centre, context) pairs
-    (memory O(walks), not O(pairs)); the learning rate decays linearly from ``lr``
-    to ``lr``/100 over training, as in word2vec. Negatives come from a unigram^0.75
-    table of the walks' node counts.
+    step per chunk of walks holding about ``batch_size`` (centre, context) pairs; the
+    learning rate decays linearly from ``lr`` to ``lr``/100 over training, as in word2vec.
+    Negatives: a unigram^0.75 table of the walks' node counts, ``pool_size`` draws per step.
+    Nodes are renumbered internally in reverse Cuthill–McKee order (graph neighbours
+    get nearby rows, so a walk's rows share cache lines and pages); the result is in
+    the caller's numbering. Runs on CPU (``device`` is accepted and ignored).
     """
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
     adj = walk_graph(edge_index, edge_weight, num_nodes)
-    model = SkipGram(num_nodes, dim, gen, device)
-    pairs_per_walk = max(1, 2 * sum(max(0, walk_length - d) for d in range(1, window + 1)))
-    walks_per_step = max(1, batch_size // pairs_per_walk)
+    perm = reverse_cuthill_mckee(adj, symmetric_mode=True)  # internal row r is node perm[r]
+    adj = adj[perm][:, perm].tocsr()
+    adj.sort_indices()
+    tab = np.zeros((num_nodes, 4, dim), dtype=np.float32)  # per node: embedding, context, their gradients
+    tab[:, 0] = (rng.random((num_nodes, dim), dtype=np.float32) - 0.5) / dim
+    ppw = pairs_per_walk(walk_length, window)
+    walks_per_step = max(1, batch_size // max(1, ppw))
     n_walks = num_nodes * walks_per_node
-    total_steps = max(1, epochs * ((n_walks + walks_per_step - 1) // walks_per_step))
-    done = 0
+    steps_per_epoch = (n_walks + walks_per_step - 1) // walks_per_step
+    total_steps = max(1, epochs * steps_per_epoch)
+    bufs = (np.empty(pool_size, np.int32), np.empty((pool_size, dim), np.float32),
+            np.empty((pool_size, dim), np.float32), np.zeros(num_nodes, np.bool_), np.empty(num_nodes, np.int64),
+            np.empty(dim, np.float32), np.empty(dim, np.float32))
+    steps_per_call = max(1, 2**20 // max(1, walks_per_step * ppw))  # about a million pairs per compiled call
     for epoch in range(epochs):
         walks = random_walks(adj, walk_length, walks_per_node, p, q, rng)
         table = _unigram_table(walks, num_nodes)
-        order = torch.randperm(walks.shape[0], generator=gen).numpy()
-        total, n_pairs = 0.0, 0
-        for start in tqdm(range(0, order.shape[0], walks_per_step), mininterval=10, leave=False,
-                          desc=f"node2vec epoch {epoch + 1}/{epochs}"):
-            centre, context = skipgram_pairs(walks[order[start:start + walks_per_step]], window)
-            done += 1
-            if centre.size == 0:
-                continue
-            neg = table[torch.randint(0, table.numel(), (centre.shape[0], negatives), generator=gen)]
-            step_lr = lr * max(0.01, 1.0 - done / total_steps)
-            loss = model.step(torch.as_tensor(centre, device=device), torch.as_tensor(context, device=device),
-                              neg.to(device), step_lr)
-            total += loss * centre.shape[0]
-            n_pairs += centre.shape[0]
-        LOG.info("node2vec epoch %d/%d: %d walks, %d pairs, mean loss %.4f", epoch + 1, epochs,
-                 walks.shape[0], n_pairs, total / max(1, n_pairs))
-    return model.emb.cpu().numpy().astype(np.float32)
+        order = rng.permutation(n_walks).astype(np.int64)
+        seed_neg = np.uint64(rng.integers(0, 2**63))
+        total, n_loss = 0.0, 0
+        bar = tqdm(total=steps_per_epoch, mininterval=10, leave=False, unit="step",
+                   desc=f"node2vec epoch {epoch + 1}/{epochs}")
+        for first in range(0, steps_per_epoch if ppw else 0, steps_per_call):
+            n_steps = min(steps_per_call, steps_per_epoch - first)
+            s, c = _sgns_steps(walks, order, first, n_steps, walks_per_step, window, negatives, table, tab, lr,
+                               epoch * steps_per_epoch, total_steps, seed_neg, 16, *bufs)
+            total += s
+            n_loss += c
+            bar.update(n_steps)
+        bar.close()
+        LOG.info("node2vec epoch %d/%d: %d walks, %d pairs, mean loss %.4f (every 16th pair)", epoch + 1, epochs,
+                 n_walks, n_walks * ppw, total / max(1, n_loss))
+    out = np.empty((num_nodes, dim), dtype=np.float32)
+    out[perm] = tab[:, 0]
+    return out
 
 
-def _unigram_table(walks: np.ndarray, num_nodes: int, size: int = 2**20) -> torch.Tensor:
-    """Node ids int64 ``[size]`` in proportion to (visit count)^0.75: uniform draws from it are negatives."""
+def _unigram_table(walks: np.ndarray, num_nodes: int, size: int = 2**20) -> np.ndarray:
+    """Node ids int32 ``[size]`` in proportion to (visit count)^0.75: uniform draws from it are negatives."""
     freq = np.bincount(walks.ravel(), minlength=num_nodes).astype(np.float64) ** 0.75
     counts = np.floor(freq / freq.sum() * size).astype(np.int64)
-    table = np.repeat(np.arange(num_nodes, dtype=np.int64), counts)
+    table = np.repeat(np.arange(num_nodes, dtype=np.int32), counts)
     if table.size == 0:
-        table = np.arange(num_nodes, dtype=np.int64)
-    return torch.from_numpy(table)
+        table = np.arange(num_nodes, dtype=np.int32)
+    return table
 
 
 def edge_dot(emb: np.ndarray, edge_index: np.ndarray) -> np.ndarray:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn import GATConv, GCNConv
 
 from .baselines import first_gat_weight
+from .fast_conv import FastGATConv, FastGCNConv, cached
 from .set_transformer import SetEncoder
 
 
@@ -39,19 +39,23 @@ class EdgeIndex:
         self.deg = torch.bincount(dst, minlength=num_nodes)
         self.ptr = torch.cumsum(self.deg, 0) - self.deg
 
-    def sets(self, edge_attr: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``sets [n, D, F]``, ``mask [n, D]`` (True = a real edge) for ``nodes`` (O(their edges))."""
+    def slots(self, nodes: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Edge row of each padded set slot of ``nodes``: int64 ``[n, D]``, -1 where a set is padded; and D."""
         deg = self.deg[nodes]
         d_max = max(1, int(deg.max())) if nodes.numel() else 1
         row = torch.repeat_interleave(torch.arange(nodes.numel(), device=deg.device), deg)
         start = torch.cumsum(deg, 0) - deg
         pos = torch.arange(row.numel(), device=deg.device) - start[row]
-        rows = self.order[self.ptr[nodes][row] + pos]
-        sets = edge_attr.new_zeros(nodes.numel(), d_max, edge_attr.shape[1])
-        mask = torch.zeros(nodes.numel(), d_max, dtype=torch.bool, device=deg.device)
-        sets[row, pos] = edge_attr[rows]
-        mask[row, pos] = True
-        return sets, mask
+        slots = torch.full((nodes.numel(), d_max), -1, dtype=torch.long, device=deg.device)
+        slots[row, pos] = self.order[self.ptr[nodes][row] + pos]
+        return slots, d_max
+
+    def sets(self, edge_attr: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sets [n, D, F]``, ``mask [n, D]`` (True = a real edge) for ``nodes`` (O(their edges))."""
+        slots, _ = self.slots(nodes)
+        mask = slots >= 0
+        padded = torch.cat([edge_attr, edge_attr.new_zeros(1, edge_attr.shape[1])])
+        return padded[slots.masked_fill(~mask, edge_attr.shape[0])], mask
 
 
 def complete_self_loops(edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int):
@@ -105,12 +109,25 @@ class EdgeSetBranch(nn.Module):
             i = lo
         return out
 
+    def layout(self, edge_index: torch.Tensor, num_nodes: int):
+        """Per degree bucket: edge rows of its padded sets (``E`` = padding) and masks; the inverse
+        of the bucket order. Built once per ``edge_index`` tensor (and ``max_scores``)."""
+        def build():
+            index = EdgeIndex(edge_index, num_nodes)
+            groups = self.buckets(index.deg)
+            slots = [index.slots(nodes)[0] for nodes in groups]
+            masks = [s >= 0 for s in slots]
+            slots = [s.masked_fill(~m, edge_index.shape[1]) for s, m in zip(slots, masks)]
+            inverse = torch.empty(num_nodes, dtype=torch.long, device=edge_index.device)
+            inverse[torch.cat(groups)] = torch.arange(num_nodes, device=edge_index.device)
+            return slots, masks, inverse
+
+        return cached(edge_index, ("sets", num_nodes, self.max_scores), build)
+
     def forward(self, edge_index: torch.Tensor, edge_attr: torch.Tensor, num_nodes: int) -> torch.Tensor:
-        index = EdgeIndex(edge_index, num_nodes)
-        groups = self.buckets(index.deg)
-        res = [self.encoder(*index.sets(edge_attr, nodes)) for nodes in groups]
-        inverse = torch.empty(num_nodes, dtype=torch.long, device=edge_index.device)
-        inverse[torch.cat(groups)] = torch.arange(num_nodes, device=edge_index.device)
+        slots, masks, inverse = self.layout(edge_index, num_nodes)
+        padded = torch.cat([edge_attr, edge_attr.new_zeros(1, edge_attr.shape[1])])
+        res = [self.encoder(padded[s], m) for s, m in zip(slots, masks)]
         return torch.cat(res, 0)[inverse]
 
 
@@ -123,8 +140,8 @@ class GATEF(nn.Module):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_ef needs edge_dim >= 1 (edge features)")
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, residual=residual)
-        self.conv2 = GATConv(hidden * heads, hidden, heads=heads, dropout=attn_dropout, residual=residual)
+        self.conv1 = FastGATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, residual=residual)
+        self.conv2 = FastGATConv(hidden * heads, hidden, heads=heads, dropout=attn_dropout, residual=residual)
         self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, max_scores)
         self.out = nn.Linear(hidden * heads + set_dim, n_classes)
 
@@ -152,9 +169,9 @@ class GATEdge(nn.Module):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gat_edge needs edge_dim >= 1 (edge features)")
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, edge_dim=edge_dim,
+        self.conv1 = FastGATConv(in_dim, hidden, heads=heads, dropout=attn_dropout, edge_dim=edge_dim,
                              add_self_loops=False, residual=residual)
-        self.conv2 = GATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout,
+        self.conv2 = FastGATConv(hidden * heads, n_classes, heads=heads, concat=False, dropout=attn_dropout,
                              edge_dim=edge_dim, add_self_loops=False, residual=residual)
 
     def forward(self, x, edge_index, edge_attr=None):
@@ -172,8 +189,8 @@ class GCNEF(nn.Module):
         super().__init__()
         if edge_dim < 1:
             raise ValueError("gcn_ef needs edge_dim >= 1 (edge features)")
-        self.conv1 = GCNConv(in_dim, hidden)
-        self.conv2 = GCNConv(hidden, hidden)
+        self.conv1 = FastGCNConv(in_dim, hidden)
+        self.conv2 = FastGCNConv(hidden, hidden)
         self.dropout = dropout
         self.sets = EdgeSetBranch(edge_dim, set_dim, set_heads, set_block, num_inds, max_scores)
         self.out = nn.Linear(hidden + set_dim, n_classes)

@@ -8,7 +8,9 @@ Sets are padded tensors ``[B, n, d]`` with ``mask [B, n]`` (True = real element)
 - PMA_k(Z) = MAB(S, rFF(Z)), S ∈ ℝ^{k×d} learned seeds: permutation invariant pooling.
 
 As in the official code, the residual adds the projected queries and
-rFF(O) = O + ReLU(W O); attention scores are scaled by √d_V.
+rFF(O) = O + ReLU(W O); attention scores are scaled by √d_V. Attention runs in
+``torch.nn.functional.scaled_dot_product_attention`` (the manual masked softmax only when a
+set is empty), and the q/k/v projections of self-attention in one product.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,20 +37,25 @@ class MAB(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, nq, nk, h = x.shape[0], x.shape[1], y.shape[1], self.num_heads
-        q = self.fc_q(x)
-        k, v = self.fc_k(y), self.fc_v(y)
         dh = self.dim_v // h
-        qh = q.view(b, nq, h, dh).transpose(1, 2)            # [B, h, nq, dh]
-        kh = k.view(b, nk, h, dh).transpose(1, 2)
-        vh = v.view(b, nk, h, dh).transpose(1, 2)
-        scores = qh @ kh.transpose(-1, -2) / math.sqrt(self.dim_v)  # [B, h, nq, nk]
-        if mask is not None:
-            keep = mask[:, None, None, :]
-            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-            att = torch.softmax(scores, dim=-1) * keep      # empty sets attend to nothing
+        if x is y:  # self-attention: one product for the three projections
+            q, k, v = F.linear(x, torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight]),
+                               torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])).split(self.dim_v, -1)
         else:
-            att = torch.softmax(scores, dim=-1)
-        o = qh + att @ vh
+            q = self.fc_q(x)
+            k, v = F.linear(y, torch.cat([self.fc_k.weight, self.fc_v.weight]),
+                            torch.cat([self.fc_k.bias, self.fc_v.bias])).split(self.dim_v, -1)
+        qh = q.reshape(b, nq, h, dh).transpose(1, 2)            # [B, h, nq, dh]
+        kh = k.reshape(b, nk, h, dh).transpose(1, 2)
+        vh = v.reshape(b, nk, h, dh).transpose(1, 2)
+        scale = 1.0 / math.sqrt(self.dim_v)
+        if mask is None or bool(mask.any(-1).all()):  # every set has an element: the fused kernel
+            keep = None if mask is None else mask[:, None, None, :]
+            o = qh + F.scaled_dot_product_attention(qh, kh, vh, attn_mask=keep, scale=scale)
+        else:
+            keep = mask[:, None, None, :]
+            scores = (qh @ kh.transpose(-1, -2) * scale).masked_fill(~keep, torch.finfo(qh.dtype).min)
+            o = qh + (torch.softmax(scores, dim=-1) * keep) @ vh  # empty sets attend to nothing
         o = o.transpose(1, 2).reshape(b, nq, self.dim_v)
         o = self.ln0(o)
         return self.ln1(o + torch.relu(self.fc_o(o)))
