@@ -23,6 +23,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/celltype.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/edge_features.smk"
@@ -32,6 +33,7 @@ include: "workflow/rules/explain.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/results.smk"
 
 
 onerror:

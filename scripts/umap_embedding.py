@@ -1,4 +1,4 @@
-"""Rule umap_embedding: 2-D UMAP coordinates of every cell, from its PCA."""
+"""Rule umap_embedding: 2-D UMAP coordinates of every cell, from the kNN graph of its PCA."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed)
+    run_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed, graph=smk.params.graph)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -267,6 +267,9 @@ CONFIG_CASES = {
     "unknown_model": (lambda c: c["train"].update(models=["gat", "gta"]), "train.models", "gta"),
     "checkpoint_every_zero": (lambda c: c["train"].update(checkpoint_every=0), "train.checkpoint_every",
                               "minimum"),
+    "mask_fraction_zero": (lambda c: c.update(pretrain={"mask_fraction": 0}), "pretrain.mask_fraction", "minimum"),
+    "mask_fraction_one": (lambda c: c.update(pretrain={"mask_fraction": 1.0}), "pretrain.mask_fraction", "maximum"),
+    "unknown_graph_features": (lambda c: c["graph"].update(features="umap"), "graph.features", "umap"),
 }
 
 
@@ -375,6 +378,63 @@ def test_edge_features_of_another_graph(graphs, tmp_path):
                      edge_features=str(efpath))
     clear(e, file=efpath)
     nothing_written(out)
+
+
+# ---------------------------------------------------------------- pretraining (issue 21)
+def test_pretraining_refuses_a_mask_fraction_outside_0_1(pre):
+    from cellgnn.pretrain import fit_pretrain
+
+    for frac in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(CellgnnInputError) as e:
+            fit_pretrain(pre[0].layers["counts"], {"mask_fraction": frac, "epochs": 1})
+        assert "outside (0, 1)" in clear(e, field="pretrain.mask_fraction")
+
+
+def test_pretraining_refuses_values_that_are_not_counts(pre, tmp_path):
+    """A preprocessed file whose counts layer holds normalized values: refused before training, nothing written."""
+    from cellgnn.pretrain import run_pretrain
+
+    adata = pre[0].copy()
+    adata.layers["counts"] = adata.X.copy()  # log-normalized, not counts
+    path = tmp_path / "preprocessed.h5ad"
+    write_h5ad(adata, path)
+    out = tmp_path / "pretrain"
+    with pytest.raises(CellgnnInputError) as e:
+        run_pretrain(str(path), str(out / "embedding.h5ad"), str(out / "model.pt"), {"epochs": 1}, "cpu")
+    assert "non-integer" in clear(e, file=path, field="layers.counts")
+    nothing_written(out)
+    negative = adata.copy()
+    negative.layers["counts"] = -pre[0].layers["counts"]
+    with pytest.raises(CellgnnInputError) as e:
+        from cellgnn.pretrain import fit_pretrain
+
+        fit_pretrain(negative.layers["counts"], {"epochs": 1}, where="mine.h5ad")
+    assert "negative" in clear(e, file="mine.h5ad", field="layers.counts")
+
+
+def test_embedding_of_other_cells_is_refused(pre, tmp_path):
+    """An embedding written for another dataset (other or fewer cells): refused by the graph stage's reader;
+    the graph stage asked to use an embedding it was not given: refused too."""
+    from cellgnn.graph import build_graph
+    from cellgnn.pretrain import OBSM_KEY, load_embedding
+    from sim_config import GRAPH_CFG
+
+    adata = pre[0]
+    n = adata.n_obs
+    for ids in ([f"other{i}" for i in range(n)], list(adata.obs_names[:-1])):
+        emb = ad.AnnData(obs=pd.DataFrame(index=ids))
+        emb.obsm[OBSM_KEY] = np.zeros((len(ids), 4), np.float32)
+        path = tmp_path / "embedding.h5ad"
+        write_h5ad(emb, path)
+        with pytest.raises(CellgnnInputError) as e:
+            load_embedding(path, adata.obs_names)
+        assert "not the dataset's" in clear(e, file=path, field="obs_names")
+    with pytest.raises(CellgnnInputError) as e:
+        build_graph(adata, dict(GRAPH_CFG, features="pretrain"), "cells", seed=0)
+    clear(e, field="graph.features")
+    with pytest.raises(CellgnnInputError) as e:
+        build_graph(adata, dict(GRAPH_CFG, node_features="pretrain"), "cells", seed=0, embedding=np.zeros((n - 1, 4)))
+    clear(e, field="X_cellgnn_pretrain")
 
 
 # ---------------------------------------------------------------- the real workflow

@@ -4,6 +4,7 @@ import pytest
 
 from cellgnn.errors import CellgnnInputError
 from cellgnn.plots import plot_umap, umap_embedding
+from sim_config import GRAPH_CFG
 
 
 def _predictions(obs: pd.DataFrame) -> pd.DataFrame:
@@ -14,7 +15,7 @@ def _predictions(obs: pd.DataFrame) -> pd.DataFrame:
 
 def test_umap_embedding_is_seeded(pre):
     adata, _ = pre
-    a, b = umap_embedding(adata, seed=0), umap_embedding(adata, seed=0)
+    a, b = umap_embedding(adata, seed=0, graph=GRAPH_CFG), umap_embedding(adata, seed=0, graph=GRAPH_CFG)
     assert list(a.columns) == ["umap1", "umap2"] and a.index.name == "cell_id"
     assert list(a.index) == list(adata.obs_names)
     pd.testing.assert_frame_equal(a, b)
@@ -22,7 +23,7 @@ def test_umap_embedding_is_seeded(pre):
 
 def test_plot_umap_writes_and_checks_cells(pre, tmp_path):
     adata, _ = pre
-    emb = umap_embedding(adata, seed=0)
+    emb = umap_embedding(adata, seed=0, graph=GRAPH_CFG)
     obs = adata.obs
     png, pdf = tmp_path / "umap.png", tmp_path / "umap.pdf"
     plot_umap(obs, emb, _predictions(obs), str(png), str(pdf), "gat")

@@ -87,8 +87,9 @@ EXPLAINABLE = ("gat", "gat_ef", "gat_edge", "gcn", "gcn_ef", "mlp", "scanna")
 HELD_OUT_ORDER = ("donor_cv", "donors", "cells")
 
 
-def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
-    """Fill defaults into ``cfg`` (in place) and validate it; return it."""
+def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "config", semantic: bool = True) -> dict:
+    """Fill defaults into ``cfg`` (in place) and validate it against the schema and (``semantic``) the
+    checks across sections; return it."""
     schema = load_schema(schema_path)
     errors = sorted(DefaultValidator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -102,7 +103,8 @@ def validate_config(cfg: dict, schema_path: str | Path = SCHEMA, source: str = "
             fix = f"see the allowed values for '{key}' in {schema_path}"
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise CellgnnInputError(e.message + more, file=source, field=key, fix=fix)
-    _semantic_checks(cfg, source)
+    if semantic:
+        _semantic_checks(cfg, source)
     return cfg
 
 
@@ -173,6 +175,11 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     explain_run = explain_model is not None
     if not explain_run:
         plan.notes.append(f"explanations left out: none of {list(EXPLAINABLE)} is trained (explain.model: auto)")
+    gene_features = cfg["graph"]["node_features"] == "genes"
+    if explain_run and not gene_features:
+        explain_run = False
+        plan.notes.append("explanations left out: the models' node features are the pretrained embedding, not genes "
+                          "(graph.node_features: pretrain)")
     evaluation = cfg["evaluation"]["model"] in models
     baselines = cfg["evaluation"]["baselines"]
     if baselines is None:
@@ -187,7 +194,7 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     augment_unit = units[aug["split"] or held_out][0]
     gm = aug["graph_model"]
     gat_activa_units = ([u for m in (gm["splits"] or modes) for u in units[m]]
-                        if augment and gm["enabled"] and "gat" in models else [])
+                        if augment and gm["enabled"] and "gat" in models and gene_features else [])
     celltype = plan.cell_types == "celltype" or cfg["celltype"]["enabled"] is True
     return {"units": units, "held_out_mode": held_out, "evaluation": evaluation, "baselines": baselines,
             "celltype": celltype, "cell_types_from": plan.cell_types,

@@ -98,16 +98,27 @@ def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, 
 
 
 # ---------------------------------------------------------------- full stage
-def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int = 1) -> dict:
+def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int = 1,
+                embedding: np.ndarray | None = None) -> dict:
     """Split the cells and build the graph dict of the contract (see CONTRIBUTING.md).
 
     unit: ``cells``, ``donors`` or ``donor_cv/fold<i>``. cfg: the ``graph`` config section
     (``k``, ``metric``, ``n_pcs``, ``self_loops``, ``graph_mode``, ``fractions``, ``cv_folds``,
-    ``validation``, ``knn_method``, ``ann_threshold``). n_jobs: threads for the kNN search.
+    ``validation``, ``knn_method``, ``ann_threshold``, ``features``, ``node_features``). n_jobs:
+    threads for the kNN search. embedding: the pretrain stage's ``[N, D]`` cell embedding
+    (:func:`cellgnn.pretrain.load_embedding`), needed when ``features`` or ``node_features`` is
+    ``pretrain``.
     """
     from .config import settings
 
     cfg = settings("graph", cfg)
+    uses = [k for k in ("features", "node_features") if cfg[k] == "pretrain"]
+    if uses and embedding is None:
+        raise CellgnnInputError("no pretrained embedding given", field=f"graph.{uses[0]}",
+                                fix="run the pretrain stage first (the workflow does) and pass its embedding")
+    if embedding is not None and embedding.shape[0] != adata.n_obs:
+        raise CellgnnInputError(f"the embedding has {embedding.shape[0]} rows for {adata.n_obs} cells",
+                                field="obsm.X_cellgnn_pretrain", fix="rerun the pretrain stage on this dataset")
     knn_kw = {"n_jobs": n_jobs, "ann_threshold": cfg["ann_threshold"]}
     if "X_pca" not in adata.obsm:
         raise CellgnnInputError("no obsm['X_pca']", file="preprocessed.h5ad", field="obsm.X_pca",
@@ -122,6 +133,8 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
     pca = np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32)
     donors = adata.obs["donor"].astype(str).to_numpy()
     pca = correct_batches(pca, donors, cfg["batch_correction"], seed)
+    coords = pca if cfg["features"] == "pca" else correct_batches(
+        np.ascontiguousarray(embedding, dtype=np.float32), donors, cfg["batch_correction"], seed)
     n = adata.n_obs
     if cfg["graph_mode"] == "transductive":
         blocks = [np.arange(n)]
@@ -138,15 +151,39 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
                         unit, nodes.size, k, cfg["k"])
         if k < 1:
             continue
-        ei, w = knn_graph(pca[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed, **knn_kw)
+        ei, w = knn_graph(coords[nodes], k, cfg["metric"], cfg["self_loops"], cfg["knn_method"], seed, **knn_kw)
         parts_ei.append(nodes[ei])
         parts_w.append(w)
     edge_index, (edge_weight,) = sort_edges(np.hstack(parts_ei), np.concatenate(parts_w))
+    return assemble_graph(adata, split, edge_index, edge_weight, cfg, unit, seed, pca=pca, embedding=embedding)
 
-    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-    X = X.astype(np.float32)
+
+def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray, edge_weight: np.ndarray, cfg: dict,
+                   unit: str, seed: int, pca: np.ndarray | None = None, embedding: np.ndarray | None = None) -> dict:
+    """The graph dict of the contract from the cells' ``split`` (``train``/``val``/``test`` ``[N]``) and
+    their sorted edges (``edge_index [2, E]``, ``edge_weight [E]``): node features min-max scaled on
+    the training cells, labels, masks and names. cfg: the ``graph`` section (``n_pcs``,
+    ``graph_mode``, ``self_loops``, ``batch_correction``, ``donor_standardize``, ``features``,
+    ``node_features``). pca: the ``[N, n_pcs]`` PCA after batch correction (computed from
+    ``obsm["X_pca"]`` when None); embedding: the pretrain stage's ``[N, D]`` embedding when
+    ``node_features`` is ``pretrain``."""
+    from .config import settings
+
+    cfg = settings("graph", cfg)
+    mode, fold = parse_unit(unit)
+    n = adata.n_obs
+    donor_of_cell = adata.obs["donor"].astype(str).to_numpy()
+    if pca is None:
+        pca = correct_batches(np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32),
+                              donor_of_cell, cfg["batch_correction"], seed)
+    if cfg["node_features"] == "pretrain":
+        X = np.asarray(embedding, dtype=np.float32)
+        genes = [f"pretrain_{i}" for i in range(X.shape[1])]
+    else:
+        X = (adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)).astype(np.float32)
+        genes = [str(g) for g in adata.var_names]
     if cfg["donor_standardize"]:
-        X = standardize_per_donor(X, donors)
+        X = standardize_per_donor(X, donor_of_cell)
     train = split == "train"
     lo, hi = X[train].min(axis=0), X[train].max(axis=0)
     rng_ = np.where(hi > lo, hi - lo, 1.0)
@@ -172,11 +209,12 @@ def build_graph(adata: ad.AnnData, cfg: dict, unit: str, seed: int, n_jobs: int 
         "sample": torch.from_numpy(samples.cat.codes.to_numpy().astype(np.int64)),
         "feature_min": torch.from_numpy(lo.astype(np.float32)),
         "feature_range": torch.from_numpy(np.where(hi > lo, hi - lo, 0.0).astype(np.float32)),
-        "classes": classes, "genes": [str(g) for g in adata.var_names], "donors": donors,
+        "classes": classes, "genes": genes, "donors": donors,
         "cell_types": cell_types, "has_cell_types": bool(has_ct), "samples": [str(c) for c in samples.cat.categories],
         "has_samples": "sample" in adata.obs, "cell_ids": [str(c) for c in adata.obs_names],
         "split_mode": mode, "fold": int(fold), "unit": unit, "graph_mode": cfg["graph_mode"],
         "self_loops": bool(cfg["self_loops"]), "seed": int(seed),
+        "features": cfg["features"], "node_features": cfg["node_features"],
     }
     LOG.info("graph %s/%s: %d cells (train %d, val %d, test %d), %d edges", unit, cfg["graph_mode"], n,
              int(graph["train_mask"].sum()), int(graph["val_mask"].sum()), int(graph["test_mask"].sum()),

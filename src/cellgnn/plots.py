@@ -33,16 +33,22 @@ def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> 
 
 
 # ---------------------------------------------------------------- UMAP
-def umap_embedding(adata, seed: int = 0) -> pd.DataFrame:
-    """2-D UMAP of the cells from their PCA (scanpy neighbors + umap, seeded).
+def umap_embedding(adata, seed: int = 0, graph: dict | None = None) -> pd.DataFrame:
+    """2-D UMAP of the cells from their kNN graph (:func:`cellgnn.neighbors.neighbors` with the
+    ``graph`` config section: k, n_pcs, metric, knn_method), seeded.
 
     adata: preprocessed AnnData with ``obsm["X_pca"]``; returns a DataFrame indexed by
     cell id with columns ``umap1, umap2`` (arbitrary units).
     """
     import scanpy as sc
 
+    from .config import settings
+    from .neighbors import neighbors
+
+    cfg = settings("graph", graph)
     adata = _pca_only(adata)
-    sc.pp.neighbors(adata, use_rep="X_pca", random_state=seed)
+    neighbors(adata, k=cfg["k"], n_pcs=cfg["n_pcs"], metric=cfg["metric"], method=cfg["knn_method"], seed=seed,
+              ann_threshold=cfg["ann_threshold"])
     sc.tl.umap(adata, random_state=seed)
     emb = adata.obsm["X_umap"]
     return pd.DataFrame({"umap1": emb[:, 0], "umap2": emb[:, 1]}, index=pd.Index(adata.obs_names, name="cell_id"))
@@ -297,11 +303,11 @@ def _best_predictions(models_csv: str, prediction_files: list[str], split: str) 
     return model, [pd.concat(v, ignore_index=True) for _, v in sorted(by_seed.items())]
 
 
-def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0) -> None:
+def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0, graph: dict | None = None) -> None:
     """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
     import anndata as ad
 
-    emb = umap_embedding(ad.read_h5ad(adata_path, backed="r"), seed=seed)
+    emb = umap_embedding(ad.read_h5ad(adata_path, backed="r"), seed=seed, graph=graph)
     with atomic_path(out_csv) as tmp:
         emb.to_csv(tmp, float_format="%.5f")
 

@@ -55,12 +55,15 @@ def plot_top_genes(genes: pd.DataFrame, stem, method: str = "integrated_gradient
     fig, ax = plt.subplots(figsize=(0.45 * len(cols) + 3, 0.28 * len(rows) + 2))
     xs = full["column"].map({c: i for i, c in enumerate(cols)})
     ys = full["gene"].map({g: i for i, g in enumerate(rows)})
-    sc = ax.scatter(xs, ys, c=scaled, s=120 / full["rank"].clip(lower=1) ** 0.5, cmap="cividis", vmin=0, vmax=1)
+    size = lambda rank: 120 / np.clip(rank, 1, None) ** 0.5  # noqa: E731 - dot area from the rank
+    sc = ax.scatter(xs, ys, c=scaled, s=size(full["rank"].to_numpy()), cmap="cividis", vmin=0, vmax=1)
+    for r in sorted({1, n_top, int(full["rank"].max())}):  # dot-size key
+        ax.scatter([], [], s=size(r), color="grey", label=f"rank {r}")
     if planted:
         hit = [(c, g) in planted for c, g in zip(full["class"], full["gene"])]
         ax.scatter(xs[hit], ys[hit], s=170, facecolors="none", edgecolors="black", linewidths=0.8,
                    label="planted response gene")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), frameon=False, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), frameon=False, fontsize=8)
     ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.invert_yaxis()
@@ -91,7 +94,9 @@ def plot_method_comparison(scores: pd.DataFrame, stem) -> None:
         ax.set_ylabel(label)
         ax.set_ylim(0, 1.05)
         ax.set_title(label.split(" ")[0])
-    fig.suptitle("Attribution methods against planted response genes (bars: mean, 95% CI over seeds)", fontsize=9)
+        ax.tick_params(labelleft=True)
+    fig.suptitle("Attribution methods against the known response genes (bars: mean, error bars: 95% CI over "
+                 "model seeds, points: seeds)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, stem)
 
@@ -138,6 +143,8 @@ def plot_cell_types(cell_types: pd.DataFrame, stem) -> None:
         _empty(stem, "Per-cell-type accuracy", "integrated gradients not run: no per-cell-type table")
         return
     types = list(dict.fromkeys(d["cell_type"]))
+    n_cells = d.groupby("cell_type")["n_cells"].mean() if "n_cells" in d else None
+    ticks = [t if n_cells is None else f"{t} (n={n_cells[t]:.0f})" for t in types]
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 3 + 0.9 * len(types)), 3.6))
     for ax, col, label in zip(axes, ("accuracy", "attribution_share"),
                               ("accuracy on explained cells", "share of |IG| mass from its nodes")):
@@ -145,8 +152,8 @@ def plot_cell_types(cell_types: pd.DataFrame, stem) -> None:
             v = d.loc[d["cell_type"] == t, col].to_numpy(dtype=float)
             mean, lo, hi = t_interval(v)
             ax.bar(i, mean, color=colour(i), yerr=_yerr(mean, lo, hi), capsize=3)
-        ax.set_xticks(range(len(types)), types, rotation=40, ha="right")
-        ax.set_xlabel("cell type")
+        ax.set_xticks(range(len(types)), ticks, rotation=40, ha="right")
+        ax.set_xlabel("cell type (explained cells)")
         ax.set_ylabel(label)
         ax.set_ylim(0, 1.05 if col == "accuracy" else None)
     axes[0].set_title("Per-cell-type accuracy")

@@ -20,6 +20,19 @@ from .errors import CellgnnInputError
 LOG = logging.getLogger(__name__)
 
 
+def check_matrix(X, expect_counts: bool = True, source: str = "raw.h5ad") -> None:
+    """Refuse an expression matrix with NaN or infinite values, or (``expect_counts``) one that is
+    not raw counts (negative or non-integer values)."""
+    if not np.all(np.isfinite(X.data if sp.issparse(X) else np.asarray(X))):
+        raise CellgnnInputError("expression matrix contains NaN or infinite values", file=source, field="X",
+                                fix="remove or repair those cells/genes before running cellgnn")
+    ok, why = is_integer_counts(X)
+    if expect_counts and not ok:
+        raise CellgnnInputError(f"expected raw UMI counts but X {why}", file=source, field="X",
+                                fix="give the raw count matrix (e.g. adata.raw or layers['counts']), or set "
+                                    "preprocess.expect_counts: false for already-normalized data")
+
+
 def preprocess(adata: ad.AnnData, cfg: dict, seed: int = 0, source: str = "raw.h5ad") -> tuple[ad.AnnData, dict]:
     """Filter, normalize and reduce ``adata`` (not modified in place).
 
@@ -40,14 +53,7 @@ def preprocess(adata: ad.AnnData, cfg: dict, seed: int = 0, source: str = "raw.h
         adata.X = sp.csr_matrix(X, dtype=np.float32)
     else:
         adata.X = np.asarray(X, dtype=np.float32)
-    ok, why = is_integer_counts(adata.X)
-    if not np.all(np.isfinite(adata.X.data if sp.issparse(adata.X) else adata.X)):
-        raise CellgnnInputError("expression matrix contains NaN or infinite values", file=source, field="X",
-                                fix="remove or repair those cells/genes before running cellgnn")
-    if cfg["expect_counts"] and not ok:
-        raise CellgnnInputError(f"expected raw UMI counts but X {why}", file=source, field="X",
-                                fix="give the raw count matrix (e.g. adata.raw or layers['counts']), or set "
-                                    "preprocess.expect_counts: false for already-normalized data")
+    check_matrix(adata.X, cfg["expect_counts"], source)
 
     qc: dict = {"input": {"n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)}, "removed_cells": {},
                 "removed_genes": {}, "params": dict(cfg)}

@@ -30,6 +30,7 @@ from .errors import CellgnnInputError
 from .graph import graph_fingerprint
 from .metrics import classification_metrics
 from .models import build_model, get_spec
+from .models.distill import GAT_FAMILY, LayeredSelfDistillation
 from .utils import seed_everything
 
 LOG = logging.getLogger(__name__)
@@ -138,6 +139,12 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     arch = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
     edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
     model = build_model(name, graph["x"].shape[1], len(graph["classes"]), edge_dim=edge_dim, **arch).to(device)
+    distill = None  # train.self_distillation: auxiliary heads on the GAT layers, in training only
+    if cfg.get("self_distillation") and name in GAT_FAMILY:
+        from .config import settings
+
+        model = distill = LayeredSelfDistillation(model, len(graph["classes"]),
+                                                  **settings("train.distillation", cfg.get("distillation"))).to(device)
     opt_name = params["optimizer"]
     if opt_name not in OPTIMIZERS:
         raise CellgnnInputError(f"unknown optimizer '{opt_name}'", field=f"train.hyperparameters.{name}.optimizer",
@@ -174,6 +181,8 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         opt.zero_grad()
         out = model(xb, eib, eab)
         loss = loss_fn(out if mb is None else out[mb], yb if mb is None else yb[mb])
+        if distill is not None:
+            loss = loss + distill.aux_loss(out, yb, mb, loss_fn)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name}: training loss became {loss.item()} at epoch {epoch}; "
                                      "lower the learning rate")
@@ -245,6 +254,8 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
             torch_save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "best": best, "history": history, "rng": _rng_state()}, resume)
     model.load_state_dict(best["state"])
+    if distill is not None:
+        model = distill.student()
     model.eval()
     with torch.no_grad():
         proba = torch.softmax(model(x, ei, ea), dim=1).cpu().numpy().astype(np.float64)

@@ -75,6 +75,14 @@ def train_inputs(wildcards):
     return inputs
 
 
+def graph_inputs(wildcards):
+    """The preprocessed data (TYPED_ADATA), plus the pretrain stage's embedding when the graph or the node features use it."""
+    inputs = {"adata": TYPED_ADATA.format(dataset=wildcards.dataset)}
+    if "pretrain" in (config["graph"]["features"], config["graph"]["node_features"]):
+        inputs["pretrain"] = f"results/{wildcards.dataset}/pretrain/embedding.h5ad"
+    return inputs
+
+
 def ablation_runs(wildcards):
     """metrics.json of gat_ef retrained without each edge-feature group, on the held-out split (empty when off)."""
     return [f for g in ABLATION_GROUPS for f in run_files(f"gat_ef_minus_{g}", HELD_OUT_UNITS,
@@ -120,6 +128,7 @@ def get_final_output():
         *celltype,
         f"results/{DATASET}/provenance/config.yaml",
         f"results/{DATASET}/provenance/provenance.json",
+        f"results/{DATASET}/cellgnn.h5ad",
     ]
 
 
@@ -216,3 +225,30 @@ def paper_figures(wildcards):
         if Path(p).parent.name == "figures" and Path(p).suffix in {".png", ".pdf"}
     ]
     return sorted(figures) + [f"results/{DATASET}/summary.md"]
+
+
+# ---- results file (rule results)
+def results_inputs(wildcards):
+    """The preprocessed cells, the figures' UMAP, every held-out run of every model (gat_activa too
+    where it ran on the held-out split), the metrics tables, provenance and, when they run, the
+    explanations."""
+    d = f"results/{wildcards.dataset}"
+    models = MODELS + (["gat_activa"] if set(HELD_OUT_UNITS) <= set(GAT_ACTIVA_UNITS) else [])
+    inputs = {
+        "adata": f"{d}/preprocessed.h5ad",
+        "embedding": f"{d}/figures/umap_embedding.csv",
+        "predictions": run_files(models, HELD_OUT_UNITS, "predictions.csv", wildcards.dataset),
+        "run_metrics": run_files(models, HELD_OUT_UNITS, "metrics.json", wildcards.dataset),
+        "config": f"{d}/provenance/config.yaml",
+        "provenance": f"{d}/provenance/provenance.json",
+    }
+    for name, f in (("models", "models"), ("summary", "models_summary"), ("folds", "folds"), ("calls", "calls"),
+                    ("margins", "margins"), ("response", "cell_types")):
+        inputs[name] = f"{d}/metrics/{f}.csv"
+    if RUN["explain"]["run"]:
+        for name, f in (("genes", "genes.csv"), ("scores", "ground_truth_scores.csv"),
+                        ("scores_by_cell_type", "ground_truth_scores_by_cell_type.csv"),
+                        ("scores_summary", "scores_summary.csv"), ("cell_types", "cell_types.csv"),
+                        ("explain_run", "run.json")):
+            inputs[name] = f"{d}/explain/{f}"
+    return inputs

@@ -19,6 +19,7 @@ rule umap_embedding:
         "benchmarks/{dataset}/figures/umap_embedding.tsv"
     params:
         seed=config["seed"],
+        graph=config["graph"],
     conda:
         "../../envs/plots.yaml"
     script:

@@ -1,6 +1,6 @@
 rule graph:
     input:
-        TYPED_ADATA,
+        unpack(graph_inputs),
     output:
         "results/{dataset}/graph/{split}.pt",
     log:

@@ -43,8 +43,10 @@ def plot_auc(metrics: dict[str, dict], png: str | Path) -> None:
     means = [metrics[n]["rf_auc"]["mean"] for n in names]
     err = [[m - metrics[n]["rf_auc"]["ci_low"] for n, m in zip(names, means)],
            [metrics[n]["rf_auc"]["ci_high"] - m for n, m in zip(names, means)]]
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.8))
     ax.bar(names, means, yerr=err, capsize=4, color=[SOURCE_COLOURS.get(n, "#999999") for n in names])
+    ax.tick_params(axis="x", labelrotation=30)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.axhline(0.5, color="black", ls="--", lw=1, label="indistinguishable (0.5)")
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("real-vs-synthetic RF AUC (5-fold)")
@@ -69,6 +71,9 @@ def plot_rare(summary: list[dict], png: str | Path) -> None:
         hi = np.array([r["f1"]["ci_high"] for r in rows])
         ax.errorbar(f, m, yerr=[m - lo, hi - m], marker="o", capsize=3, color=colour, label=label)
     ax.set_xscale("log")
+    kept = sorted({r["fraction"] * 100 for r in summary})
+    ax.set_xticks(kept, [f"{v:g}" for v in kept])
+    ax.minorticks_off()
     ax.set_xlabel("population kept in training (%)")
     ax.set_ylabel("F1 on held-out real cells")
     ax.set_ylim(-0.02, 1.02)

@@ -320,23 +320,12 @@ def _write_tables(units: list[ExplainInputs], sels: list[_Selection], params: di
     def table(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
-    from ..design import resolve_control
-
     inp, sel = units[0], sels[0]
     all_rank = pd.concat(out.rankings, ignore_index=True)
     write_csv(top_genes_table(all_rank, sel.genes, int(params["top_k"])), out_dir / "genes.csv")
     scores, summary, by_ct = pd.DataFrame(columns=SCORE_COLUMNS), pd.DataFrame(), []
-    gene_set = params["gene_set"]["path"]
-    truth = "planted genes (simulator)" if inp.truth is not None else None
-    if inp.truth is None and gene_set:
-        control = resolve_control(sel.classes, params["de_control"])
-        classes = list(params["gene_set"]["classes"] or [c for c in sel.explain_classes if c != control])
-        by_class = gene_set_truth(gene_set, sel.genes, [c for c in classes if c in sel.explain_classes])
-        truth = f"gene set {Path(gene_set).name} ({len(next(iter(by_class.values()), ()))} of its genes measured)"
-        scores = score_rankings(all_rank[all_rank["cell_type"] == CLASS_AGNOSTIC], sel.genes, by_class)
-        summary = summarize_scores(scores)
-    elif inp.truth is not None:
-        by_class, truth_ct = ground_truth_sets(inp.truth, sel.genes, sel.explain_classes)
+    by_class, truth_ct, truth = truth_sets(inp.truth, params, sel.classes, sel.genes, sel.explain_classes)
+    if truth is not None:
         scores = score_rankings(all_rank[all_rank["cell_type"] == CLASS_AGNOSTIC], sel.genes, by_class)
         summary = summarize_scores(scores)
         for (c, t), gs in truth_ct.items():
@@ -363,6 +352,27 @@ def _write_tables(units: list[ExplainInputs], sels: list[_Selection], params: di
     for n in out.notes:
         LOG.info("note: %s", n)
     return run
+
+
+def truth_sets(truth: dict | None, params: dict, classes: list[str], genes: list[str],
+               explain_classes: list[str]) -> tuple[dict, dict, str | None]:
+    """What the rankings are scored against: the simulator's planted genes (``truth``, ``uns["ground_truth"]``),
+    else the gene set ``explain.gene_set`` (its classes, or every explained class but the control), else
+    nothing. Returns ``(by_class, by_class_cell_type, description)`` of gene-name sets (``{}``, ``{}``,
+    None when there is no truth; ``by_class_cell_type`` is empty for a gene set)."""
+    from ..design import resolve_control
+
+    gene_set = (params.get("gene_set") or {}).get("path")
+    if truth is not None:
+        by_class, by_ct = ground_truth_sets(truth, genes, explain_classes)
+        return by_class, by_ct, "planted genes (simulator)"
+    if gene_set:
+        control = resolve_control(classes, params.get("de_control", "auto"))
+        wanted = list((params.get("gene_set") or {}).get("classes") or [c for c in explain_classes if c != control])
+        by_class = gene_set_truth(gene_set, genes, [c for c in wanted if c in explain_classes])
+        n = len(next(iter(by_class.values()), ()))
+        return by_class, {}, f"gene set {Path(gene_set).name} ({n} of its genes measured)"
+    return {}, {}, None
 
 
 def run_explain(graph_paths: list[str], raw_path: str, models: list[str], out_dir: str, params: dict,
