@@ -11,13 +11,13 @@ rule augment:
         synthetic="results/{dataset}/augment/synthetic.h5ad",
         metrics="results/{dataset}/augment/metrics.json",
         rare="results/{dataset}/augment/rare_population.csv",
-        umap=report(
-            "results/{dataset}/augment/figures/umap_real_synthetic.png",
-            caption="../report/augment_umap.rst",
+        embedding=report(
+            "results/{dataset}/augment/figures/embedding_real_synthetic.png",
+            caption="../report/augment_embedding.rst",
             category="Augmentation",
-            labels={"figure": "UMAP real + synthetic"},
+            labels={"figure": "real + synthetic embedding"},
         ),
-        umap_pdf="results/{dataset}/augment/figures/umap_real_synthetic.pdf",
+        embedding_pdf="results/{dataset}/augment/figures/embedding_real_synthetic.pdf",
         auc=report(
             "results/{dataset}/augment/figures/real_vs_synthetic_auc.png",
             caption="../report/augment_auc.rst",
@@ -41,7 +41,7 @@ rule augment:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
-    threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
+    threads: 2  # the random forests of the evaluation and the rare-population run use both
     resources:
         gpu=1,
     conda:

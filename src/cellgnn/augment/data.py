@@ -51,14 +51,32 @@ def sample_counts(x_mean: np.ndarray, library_sizes: np.ndarray, seed: int = 0,
     """Observation step: Poisson counts around generated expression, renormalized to ``target_sum``.
 
     x_mean ``[S, G]`` (data units); each cell gets a library size drawn from ``library_sizes``
-    (raw counts of real cells) and counts ~ Poisson(x_mean / target_sum · L). Generators emit
-    smooth means; real cells are sparse counts, which a random forest separates on sparsity
-    alone, so both generators' cells can be passed through this step (``augment.sample_counts``).
+    (raw counts of real cells) and counts ~ Poisson(x_mean / target_sum · L). For a generator that
+    emits smooth normalized expression (the scGAN baseline, ``augment.sample_counts``): real cells
+    are sparse counts, which a random forest separates on sparsity alone. Poisson noise has no
+    overdispersion; ACTIVA instead samples from its own learned negative binomial.
     """
     rng = np.random.default_rng(seed)
     lib = rng.choice(np.asarray(library_sizes, dtype=np.float64), size=len(x_mean), replace=True)
     counts = rng.poisson(np.asarray(x_mean, dtype=np.float64) / target_sum * lib[:, None])
     return library_normalize(counts.astype(np.float32), target_sum)
+
+
+def top_variable_genes(counts, n: int, target_sum: float = 20000.0) -> np.ndarray:
+    """Sorted column indices of the ``n`` genes of largest variance of log1p(counts normalized to ``target_sum``).
+
+    counts ``[N, G]`` dense or sparse (kept sparse: the variance is computed from the stored values).
+    """
+    tot = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
+    if sp.issparse(counts):
+        lx = sp.diags(scale) @ sp.csr_matrix(counts, dtype=np.float64)
+        lx.data = np.log1p(lx.data)
+        mean = np.asarray(lx.mean(axis=0)).ravel()
+        var = np.asarray(lx.multiply(lx).mean(axis=0)).ravel() - mean ** 2
+    else:
+        var = np.log1p(np.asarray(counts, dtype=np.float64) * scale[:, None]).var(axis=0)
+    return np.sort(np.argsort(-var, kind="stable")[:n])
 
 
 def load_expression(path: str | Path, population_key: str = "cell_type", layer: str = "counts",
@@ -99,9 +117,7 @@ def load_expression(path: str | Path, population_key: str = "cell_type", layer: 
                                     fix="use at least 2 genes, or null for all")
         rows = (np.isin(adata.obs_names, list(rank_cells)) if rank_cells is not None
                 else np.ones(adata.n_obs, dtype=bool))
-        var = np.log1p(library_normalize(counts[rows], target_sum)).var(axis=0)
-        top = np.sort(np.argsort(-var, kind="stable")[:max_genes])
-        keep = np.flatnonzero(keep)[top]
+        keep = np.flatnonzero(keep)[top_variable_genes(counts[rows], max_genes, target_sum)]
         counts = adata.layers[layer][:, keep]
     return ExpressionData(x=library_normalize(counts, target_sum),
                           labels=adata.obs[population_key].astype(str).to_numpy(),

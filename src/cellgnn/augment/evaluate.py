@@ -4,6 +4,8 @@ All inputs are cells × genes in data units (library-size normalized, not logged
 
 - :func:`rf_auc`: random forest told to separate real from synthetic cells, ROC AUC over
   stratified k-fold cross-validation (0.5 = indistinguishable; lower is better).
+- :func:`separating_features`: what such a forest uses: per-cell summaries (fraction of zeros,
+  largest value, spread), its most important genes, the mean–variance relation.
 - :func:`correlation_discrepancy`: induced 1-norm (max column sum of |Δ|) of the difference
   between the gene–gene Pearson correlation matrices (log1p) of synthetic and real cells, on
   the top marker genes of each population (lower is better).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CellgnnInputError
+from ..stats import t_interval
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -25,7 +28,10 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 def rf_auc(real: np.ndarray, synth: np.ndarray, n_folds: int = 5, n_trees: int = 200, seed: int = 0,
            n_jobs: int = 1) -> dict:
-    """Real (label 0) vs synthetic (label 1) RF ROC AUC: ``{"mean", "sd", "folds"}``."""
+    """Real (label 0) vs synthetic (label 1) RF ROC AUC over folds: ``{"mean", "sd", "ci_low", "ci_high", "folds"}``.
+
+    The interval is a 95% t-interval over the folds (one generator seed).
+    """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -40,7 +46,64 @@ def rf_auc(real: np.ndarray, synth: np.ndarray, n_folds: int = 5, n_trees: int =
         rf = RandomForestClassifier(n_estimators=n_trees, max_features="sqrt", random_state=seed + k,
                                     n_jobs=n_jobs).fit(x[tr], y[tr])
         folds.append(float(roc_auc_score(y[te], rf.predict_proba(x[te])[:, 1])))
-    return {"mean": float(np.mean(folds)), "sd": float(np.std(folds, ddof=1)), "folds": folds}
+    ci = t_interval(folds)
+    return {"mean": ci.mean, "sd": float(np.std(folds, ddof=1)), "ci_low": ci.low, "ci_high": ci.high,
+            "folds": folds}
+
+
+def cell_summaries(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-cell summaries ``[N]`` of cells in data units: fraction of zeros, largest value, SD of log1p."""
+    lx = _log(x)
+    return {"zero_fraction": (x == 0).mean(axis=1), "max": x.max(axis=1), "sd_log1p": lx.std(axis=1)}
+
+
+def separating_features(real: np.ndarray, synth: np.ndarray, genes: list[str], n_top: int = 10,
+                        n_trees: int = 200, seed: int = 0, pca: "PcaSpace | None" = None) -> dict:
+    """What tells ``synth`` from ``real`` (both ``[N, G]``, data units).
+
+    Returns ``cell_summaries`` (per summary: real and synthetic mean, AUC of the summary
+    alone), ``rf_auc_summaries`` (5-fold forest on the summaries only), ``top_genes`` (the
+    ``n_top`` genes of largest impurity importance of a forest on all cells: importance,
+    single-gene AUC, mean, fraction of zeros and CV² real vs synthetic), ``top_genes_importance``
+    (their summed importance) and ``mean_variance`` (median log2 ratio synthetic/real of the
+    per-gene mean and variance, median CV² of each, over genes with mean > 1); with ``pca``,
+    ``rf_auc_pcs``: the 5-fold forest on the principal components instead of the genes (gene–gene
+    structure rather than per-gene distributions).
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(real)), np.ones(len(synth))]
+    sr, ss = cell_summaries(real), cell_summaries(synth)
+    summaries = {k: {"real": float(sr[k].mean()), "synthetic": float(ss[k].mean()),
+                     "auc": float(roc_auc_score(y, np.r_[sr[k], ss[k]]))} for k in sr}
+    feats = lambda d: np.column_stack(list(d.values()))  # noqa: E731
+    x = np.vstack([real, synth]).astype(np.float32)
+    rf = RandomForestClassifier(n_estimators=n_trees, max_features="sqrt", random_state=seed, n_jobs=1).fit(x, y)
+    order = np.argsort(-rf.feature_importances_, kind="stable")[:n_top]
+
+    def cv2(v):
+        m = v.mean(0)
+        return np.divide(v.var(0), m ** 2, out=np.full_like(m, np.nan, dtype=np.float64), where=m > 0)
+
+    cr, cs = cv2(real), cv2(synth)
+    top = [{"gene": str(genes[i]), "importance": float(rf.feature_importances_[i]),
+            "auc": float(roc_auc_score(y, x[:, i])), "mean_real": float(real[:, i].mean()),
+            "mean_synthetic": float(synth[:, i].mean()), "zero_real": float((real[:, i] == 0).mean()),
+            "zero_synthetic": float((synth[:, i] == 0).mean()), "cv2_real": float(cr[i]),
+            "cv2_synthetic": float(cs[i])} for i in order]
+    mr, ms, vr, vs = real.mean(0), synth.mean(0), real.var(0), synth.var(0)
+    ok = (mr > 1) & (ms > 1) & (vr > 0) & (vs > 0)
+    out = {} if pca is None else {"rf_auc_pcs": rf_auc(pca.transform(real), pca.transform(synth), n_trees=n_trees,
+                                                        seed=seed)["mean"]}
+    return {**out, "cell_summaries": summaries,
+            "rf_auc_summaries": rf_auc(feats(sr), feats(ss), n_trees=n_trees, seed=seed)["mean"],
+            "top_genes": top, "top_genes_importance": float(rf.feature_importances_[order].sum()),
+            "mean_variance": {"n_genes": int(ok.sum()),
+                              "median_log2_mean_ratio": float(np.median(np.log2(ms[ok] / mr[ok]))),
+                              "median_log2_var_ratio": float(np.median(np.log2(vs[ok] / vr[ok]))),
+                              "median_cv2_real": float(np.median(cr[ok])),
+                              "median_cv2_synthetic": float(np.median(cs[ok]))}}
 
 
 def marker_genes(x: np.ndarray, labels: np.ndarray, n_top: int = 5) -> np.ndarray:
@@ -105,13 +168,13 @@ def mmd_pcs(real_pcs: np.ndarray, synth_pcs: np.ndarray, max_cells: int = 1000, 
 
 def evaluate_synthetic(real_test: np.ndarray, synth: np.ndarray, real_train: np.ndarray,
                        train_labels: np.ndarray, pca: PcaSpace, n_folds: int = 5, n_trees: int = 200,
-                       n_top_markers: int = 5, seed: int = 0) -> dict:
+                       n_top_markers: int = 5, seed: int = 0, n_jobs: int = 1) -> dict:
     """AUC, correlation discrepancy and MMD of ``synth`` against the held-out ``real_test`` cells.
 
     ``synth`` should have as many cells as ``real_test`` (as in ACTIVA's paper).
     """
     genes = marker_genes(real_train, train_labels, n_top_markers)
-    return {"rf_auc": rf_auc(real_test, synth, n_folds, n_trees, seed),
+    return {"rf_auc": rf_auc(real_test, synth, n_folds, n_trees, seed, n_jobs),
             "correlation_discrepancy": correlation_discrepancy(real_test, synth, genes),
             "mmd_pcs": mmd_pcs(pca.transform(real_test), pca.transform(synth), seed=seed),
             "n_real": int(len(real_test)), "n_synthetic": int(len(synth)),

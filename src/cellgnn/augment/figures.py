@@ -12,27 +12,28 @@ from ..figstyle import colour, save_figure
 SOURCE_COLOURS = {"real": "#999999", "ACTIVA": "#0072B2", "scGAN": "#D55E00", "real (train)": "#009E73"}
 
 
-def plot_umap(embedding: np.ndarray, source: np.ndarray, png: str | Path) -> None:
-    """UMAP ``[N, 2]`` of real and synthetic cells coloured by ``source``."""
+def plot_embedding(embedding: np.ndarray, source: np.ndarray, method: str, png: str | Path) -> None:
+    """2-D ``embedding`` ``[N, 2]`` (``method``: ``pca`` or ``umap``) of real and synthetic cells coloured by ``source``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label = {"pca": "PC", "umap": "UMAP "}[method]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name in pd.unique(source):
         m = source == name
         ax.scatter(embedding[m, 0], embedding[m, 1], s=4, alpha=0.6, label=f"{name} (n={m.sum()})",
                    color=SOURCE_COLOURS.get(name, colour(len(ax.collections))), linewidths=0)
-    ax.set_xlabel("UMAP 1")
-    ax.set_ylabel("UMAP 2")
+    ax.set_xlabel(f"{label}1")
+    ax.set_ylabel(f"{label}2")
     ax.set_title("Held-out real cells and synthetic cells")
     ax.legend(markerscale=3, frameon=False, fontsize=8)
     save_figure(fig, png)
 
 
 def plot_auc(metrics: dict[str, dict], png: str | Path) -> None:
-    """Bars: real-vs-synthetic RF AUC (mean ± SD over folds) per generator; 0.5 marked."""
+    """Bars: real-vs-synthetic RF AUC (mean, 95% t-interval over folds) per generator; 0.5 marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,9 +41,10 @@ def plot_auc(metrics: dict[str, dict], png: str | Path) -> None:
 
     names = list(metrics)
     means = [metrics[n]["rf_auc"]["mean"] for n in names]
-    sds = [metrics[n]["rf_auc"]["sd"] for n in names]
+    err = [[m - metrics[n]["rf_auc"]["ci_low"] for n, m in zip(names, means)],
+           [metrics[n]["rf_auc"]["ci_high"] - m for n, m in zip(names, means)]]
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.8))
-    ax.bar(names, means, yerr=sds, capsize=4, color=[SOURCE_COLOURS.get(n, "#999999") for n in names])
+    ax.bar(names, means, yerr=err, capsize=4, color=[SOURCE_COLOURS.get(n, "#999999") for n in names])
     ax.tick_params(axis="x", labelrotation=30)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.axhline(0.5, color="black", ls="--", lw=1, label="indistinguishable (0.5)")

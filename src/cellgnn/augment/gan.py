@@ -7,11 +7,17 @@ no BatchNorm, as WGAN-GP requires), reading ``x / s`` with the same per-gene sca
 ACTIVA. Loss: WGAN-GP with λ = 10 and ``n_critic`` critic steps per generator step;
 AMSGrad (β = 0.5, 0.9). Layer sizes are ACTIVA's decoder/encoder sizes (configurable). The
 generator's output bias starts at the mean training cell (in units of ``s``), as ACTIVA's
-decoder does, so neither model starts from an all-zero output.
+decoder does, so neither model starts from an all-zero output. With a validation score, the
+generator of the best-scoring epoch is restored at the end (as for ACTIVA).
+
+Its cells are the generator's normalized expression, as published; the augmentation stage can
+pass them through Poisson counts with real library sizes
+(:func:`~cellgnn.augment.data.sample_counts`) so that they are as sparse as real cells.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,9 +29,18 @@ from torch import nn
 
 from ..errors import CellgnnInputError
 from ..utils import get_device, seed_everything
-from .activa import NonFiniteLossError, _mlp, gene_mean_from, gene_scale_from
+from .activa import NonFiniteLossError, _mlp
 
 LOG = logging.getLogger("cellgnn.augment.gan")
+
+
+def gene_scale_from(x: np.ndarray) -> torch.Tensor:
+    """Per-gene standard deviation over cells ``[G]``, floored at 1 (data units)."""
+    return torch.from_numpy(np.maximum(x.std(axis=0), 1.0).astype(np.float32))
+
+
+def gene_mean_from(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x.mean(axis=0).astype(np.float32))
 
 
 @dataclass
@@ -91,6 +106,7 @@ class GanTrainer:
         self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        self.best: dict | None = None
 
     def _noise(self, *shape) -> torch.Tensor:
         return torch.randn(shape, generator=self.noise_gen, device=self.device)
@@ -102,6 +118,7 @@ class GanTrainer:
         return ((g.norm(dim=1) - 1) ** 2).mean()
 
     def fit(self, val_fn: Callable[[Generator], float] | None = None, progress: bool = True) -> list[dict]:
+        """Train ``cfg.epochs``; ``val_fn`` (lower is better) as for ``ActivaTrainer.fit``."""
         from tqdm.auto import tqdm
 
         cfg, n = self.cfg, self.x.shape[0]
@@ -140,7 +157,12 @@ class GanTrainer:
             if val_fn is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 self.generator.eval()
                 row["val_score"] = float(val_fn(self.generator))
+                if self.best is None or row["val_score"] < self.best["score"]:
+                    self.best = {"epoch": epoch + 1, "score": row["val_score"],
+                                 "state": copy.deepcopy(self.generator.state_dict())}
             self.history.append(row)
+        if self.best is not None:
+            self.generator.load_state_dict(self.best["state"])
         self.generator.eval()
         return self.history
 

@@ -4,8 +4,8 @@
    (populations = the graph's prediction classes, counts of all graph genes normalized to
    ``target_sum``). Every rare class (fewer training cells than ``rare_fraction`` × the
    largest class) is topped up to that level (at most ``max_per_class`` cells) with cells
-   generated around its own training cells (posterior sampling, ACTINN-filtered; Poisson
-   counts drawn with the class's library sizes when ``sample_counts``). The
+   generated around its own training cells (posterior sampling, counts from ACTIVA's
+   observation model, ACTINN-filtered). The
    synthetic counts are mapped into the graph's node-feature space exactly as real cells
    were (preprocess normalization + transform, then the graph's min–max scaling fitted on
    the real training cells, recovered from ``preprocessed.h5ad`` and checked against the
@@ -31,7 +31,7 @@ import torch
 
 from ..errors import CellgnnInputError
 from .activa import ActivaConfig, ActivaTrainer, generate
-from .data import library_normalize, sample_counts
+from .data import library_normalize
 
 LOG = logging.getLogger("cellgnn.augment.graph_topup")
 
@@ -74,7 +74,7 @@ def _counts(adata) -> np.ndarray:
 
 def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: float = 0.5,
                max_per_class: int = 300, accept_threshold: float = 0.5, target_sum: float = 20000.0,
-               sample: bool = True, file: str = "preprocessed.h5ad", progress: bool = True) -> dict:
+               file: str = "preprocessed.h5ad", progress: bool = True) -> dict:
     """Synthetic training cells for the rare classes of ``graph`` (see module docstring).
 
     Returns ``{"x": float32 [S, G] node features, "y": int64 [S], "n_per_class": {class: n},
@@ -97,6 +97,7 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
     classes = list(graph["classes"])
     counts_tr = _counts(adata)[train]
     lib_tr = counts_tr.sum(axis=1).astype(np.float64)
+    has_counts = lib_tr > 0
     x_tr = library_normalize(counts_tr, target_sum)
     y_tr = y[train]
     sizes = np.bincount(y_tr, minlength=len(classes))
@@ -108,7 +109,8 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
     if not want:
         LOG.info("no rare class below %.2f of the largest; nothing to top up", rare_fraction)
         return out
-    trainer = ActivaTrainer(x_tr, y_tr, classes, activa_cfg)
+    trainer = ActivaTrainer(x_tr[has_counts], lib_tr[has_counts], y_tr[has_counts], classes, activa_cfg,
+                            genes=list(adata.var_names), target_sum=target_sum)
     trainer.fit(progress=progress)
     xs, ys = [], []
     for c, n in want.items():
@@ -120,8 +122,6 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
             LOG.warning("%s; using unfiltered posterior samples for class %s", err, classes[c])
             cells = generate(trainer.model, n, classes, classes[c], "posterior", x_population=x_pop,
                              threshold=0.0, seed=activa_cfg.seed + c)
-        if sample:  # Poisson counts with the class's library sizes, as real cells were observed
-            cells = sample_counts(cells, lib_tr[y_tr == c], activa_cfg.seed + c, target_sum)
         xs.append(to_nodes(cells))
         ys.append(np.full(n, c, dtype=np.int64))
         out["n_per_class"][classes[c]] = n
@@ -131,23 +131,28 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
 
 def run_topup(preprocessed: str | Path, graph_path: str | Path, output: str | Path, cfg: dict,
               progress: bool = True) -> dict:
-    """Stage entry: write the synthetic training cells of one graph split (``torch.save`` dict)."""
-    import anndata as ad
+    """Stage entry: write the synthetic training cells of one graph split (``torch.save`` dict).
 
-    from ..graph import load_graph
+    Runs on one thread (torch and BLAS): the networks are small.
+    """
+    import anndata as ad
+    from threadpoolctl import threadpool_limits
+
+    from ..graph import graph_fingerprint, load_graph
     from ..io import torch_save
-    from ..graph import graph_fingerprint
+    from ..utils import set_threads
     from .stage import configs_from
 
+    set_threads(1)
     gm = cfg.get("graph_model", {})
     activa_cfg, _, _ = configs_from(cfg)
     activa_cfg = replace(activa_cfg, epochs=gm.get("epochs", activa_cfg.epochs),
                          warmup_epochs=min(activa_cfg.warmup_epochs, gm.get("epochs", activa_cfg.epochs)))
     graph = load_graph(graph_path)
-    topup = make_topup(ad.read_h5ad(preprocessed), graph, activa_cfg, gm.get("rare_fraction", 0.5),
-                       gm.get("max_per_class", 300), cfg.get("accept_threshold", 0.5),
-                       cfg.get("target_sum", 20000.0), cfg.get("sample_counts", True), file=str(preprocessed),
-                       progress=progress)
+    with threadpool_limits(1, user_api="blas"):
+        topup = make_topup(ad.read_h5ad(preprocessed), graph, activa_cfg, gm.get("rare_fraction", 0.5),
+                           gm.get("max_per_class", 300), cfg.get("accept_threshold", 0.5),
+                           cfg.get("target_sum", 20000.0), file=str(preprocessed), progress=progress)
     topup.update(split_mode=graph["split_mode"], unit=graph.get("unit", graph["split_mode"]), k=int(gm.get("k", 15)),
                  graph_fingerprint=graph_fingerprint(graph))
     torch_save(topup, output)

@@ -5,10 +5,11 @@ For each seed and each fraction f: keep f of the chosen population's training ce
 
 - baseline: a class-weighted random forest, population vs rest, on the downsampled cells;
 - augmented: ACTIVA trained on the downsampled cells (the kept population cells plus at most
-  ``max_other_cells`` random cells of the other populations, to bound CPU time) generates ``n_synthetic`` cells of
-  the population (posterior sampling around the kept cells, filtered by ACTINN; when the
-  filter accepts too few, the unfiltered posterior samples are used and the row says so),
-  added to the same forest's training set.
+  ``max_other_cells`` random cells of the other populations, to bound CPU time) generates
+  ``n_synthetic`` cells of the population (posterior sampling around the kept cells, counts from
+  ACTIVA's observation model, filtered by ACTINN; when the filter accepts too few, the
+  unfiltered posterior samples are used and the row says so), added to the same forest's
+  training set.
 
 F1 (and precision, recall) of the population is measured on the held-out real test
 cells, which are never downsampled nor seen by ACTIVA.
@@ -25,7 +26,6 @@ import pandas as pd
 from ..errors import CellgnnInputError
 from ..stats import t_interval
 from .activa import ActivaConfig, ActivaTrainer, generate
-from .data import sample_counts
 
 LOG = logging.getLogger("cellgnn.augment.rare")
 
@@ -35,18 +35,19 @@ class RareConfig:
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.01, 0.005])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     n_synthetic: int = 500
-    epochs: int = 6
+    epochs: int = 10  # ACTIVA's VAE epochs per run
+    clf_epochs: int = 25  # its ACTINN epochs (few cells per run: more epochs for as many steps)
     n_trees: int = 100
     accept_threshold: float = 0.5
     max_other_cells: int | None = 500  # cells of other populations ACTIVA sees per run (None = all)
 
 
-def _forest_f1(x_tr, y_tr, x_te, y_te, n_trees: int, seed: int) -> dict:
+def _forest_f1(x_tr, y_tr, x_te, y_te, n_trees: int, seed: int, n_jobs: int = 1) -> dict:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     rf = RandomForestClassifier(n_estimators=n_trees, max_features="sqrt", class_weight="balanced",
-                                random_state=seed, n_jobs=1).fit(x_tr, y_tr)
+                                random_state=seed, n_jobs=n_jobs).fit(x_tr, y_tr)
     pred = rf.predict(x_te)
     kw = {"zero_division": 0}
     return {"f1": float(f1_score(y_te, pred, **kw)), "precision": float(precision_score(y_te, pred, **kw)),
@@ -65,15 +66,14 @@ def check_rare(cfg: RareConfig, labels_test: np.ndarray, population: str) -> Non
                                 field="augment.population", fix="choose a population present in the test split")
 
 
-def rare_population_experiment(x_train: np.ndarray, labels_train: np.ndarray, x_test: np.ndarray,
-                               labels_test: np.ndarray, population: str, activa_cfg: ActivaConfig,
-                               cfg: RareConfig, library_sizes: np.ndarray | None = None,
-                               target_sum: float = 20000.0, progress: bool = True) -> pd.DataFrame:
+def rare_population_experiment(x_train: np.ndarray, library_train: np.ndarray, labels_train: np.ndarray,
+                               x_test: np.ndarray, labels_test: np.ndarray, population: str,
+                               activa_cfg: ActivaConfig, cfg: RareConfig, target_sum: float = 20000.0,
+                               progress: bool = True, n_jobs: int = 1) -> pd.DataFrame:
     """Rows ``seed, fraction, n_population_train, augmented, n_synthetic, accept_threshold, f1, precision, recall``.
 
-    ``library_sizes`` ``[N_train]`` (raw counts of the training cells): when given, synthetic
-    cells pass through :func:`~cellgnn.augment.data.sample_counts` with the library sizes
-    of the kept population cells.
+    x_train ``[N, G]`` normalized to ``target_sum`` with library sizes ``library_train`` ``[N]``
+    (raw counts); x_test ``[M, G]`` the held-out real cells. ``n_jobs``: threads of each forest.
     """
     from tqdm.auto import tqdm
 
@@ -91,32 +91,31 @@ def rare_population_experiment(x_train: np.ndarray, labels_train: np.ndarray, x_
         idx = np.sort(np.r_[others, kept])
         x_sub, lab_sub = x_train[idx], labels_train[idx]
         y_sub = (lab_sub == population).astype(int)
-        base = _forest_f1(x_sub, y_sub, x_test, y_test, cfg.n_trees, seed)
+        base = _forest_f1(x_sub, y_sub, x_test, y_test, cfg.n_trees, seed, n_jobs)
         rows.append({"seed": seed, "fraction": frac, "n_population_train": k, "augmented": False,
                      "n_synthetic": 0, "accept_threshold": np.nan, **base})
         gen_idx = others
         if cfg.max_other_cells is not None and len(others) > cfg.max_other_cells:
             gen_idx = rng.choice(others, size=cfg.max_other_cells, replace=False)
         gen_idx = np.sort(np.r_[gen_idx, kept])
-        trainer = ActivaTrainer(x_train[gen_idx], np.array([classes.index(c) for c in labels_train[gen_idx]]),
-                                classes,
-                                replace(activa_cfg, epochs=cfg.epochs,
-                                        warmup_epochs=min(activa_cfg.warmup_epochs, cfg.epochs), seed=seed))
+        trainer = ActivaTrainer(x_train[gen_idx], library_train[gen_idx],
+                                np.array([classes.index(c) for c in labels_train[gen_idx]]), classes,
+                                replace(activa_cfg, epochs=cfg.epochs, clf_epochs=cfg.clf_epochs,
+                                        warmup_epochs=min(activa_cfg.warmup_epochs, cfg.epochs), seed=seed),
+                                target_sum=target_sum)
         trainer.fit(progress=False)
         thr = cfg.accept_threshold
         try:
             synth = generate(trainer.model, cfg.n_synthetic, classes, population, "posterior",
-                             x_population=x_train[kept], threshold=thr, max_draws=50 * cfg.n_synthetic,
+                             x_population=x_train[kept], threshold=thr, max_draws=10 * cfg.n_synthetic,
                              seed=seed)
         except CellgnnInputError as err:
             LOG.warning("seed %d fraction %g: %s; using unfiltered posterior samples", seed, frac, err)
             thr = 0.0
             synth = generate(trainer.model, cfg.n_synthetic, classes, population, "posterior",
                              x_population=x_train[kept], threshold=0.0, seed=seed)
-        if library_sizes is not None:
-            synth = sample_counts(synth, library_sizes[kept], seed, target_sum)
         aug = _forest_f1(np.vstack([x_sub, synth]), np.r_[y_sub, np.ones(len(synth), dtype=int)],
-                         x_test, y_test, cfg.n_trees, seed)
+                         x_test, y_test, cfg.n_trees, seed, n_jobs)
         rows.append({"seed": seed, "fraction": frac, "n_population_train": k, "augmented": True,
                      "n_synthetic": len(synth), "accept_threshold": thr, **aug})
     return pd.DataFrame(rows)
