@@ -33,20 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from .splitmix import GOLDEN
+from .splitmix import mix as _mix
+from .splitmix import next_bits as _next
+
 _BIG = np.float32(np.finfo(np.float32).max)
-
-
-@numba.njit(inline="always")
-def _mix(z):
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(inline="always")
-def _next(state):
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    return state, _mix(state)
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -196,7 +187,7 @@ def _candidates(idx, flag, seed, owner, n_owners, new, new_prio, old, old_prio):
             u = idx[v, t]
             if u < 0:
                 continue
-            pr = _mix(seed ^ (np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(u))
+            pr = _mix(seed ^ (np.uint64(v) * GOLDEN) ^ np.uint64(u))
             if flag[v, t]:
                 if v % n_owners == owner:
                     _offer_candidate(new, new_prio, v, u, pr)

@@ -25,6 +25,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ..splitmix import GOLDEN
+from ..splitmix import mix as _mix
+from ..splitmix import uniform as _uniform
+
 LOG = logging.getLogger(__name__)
 
 
@@ -37,22 +41,6 @@ def walk_graph(edge_index: np.ndarray, edge_weight: np.ndarray | None, num_nodes
     a.sum_duplicates()
     a.sort_indices()
     return a
-
-
-# ------------------------------------------------------------------ random numbers
-@numba.njit(inline="always")
-def _mix(z):
-    """splitmix64 finaliser: a well-mixed uint64 from any uint64."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(inline="always")
-def _uniform(state):
-    """Next splitmix64 state and a uniform float64 in [0, 1) from it."""
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    return state, (_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 # ------------------------------------------------------------------ walks
@@ -85,7 +73,7 @@ def _is_neighbour(t, x, indptr, indices):
 @numba.njit(cache=True)
 def _walks_kernel(indptr, indices, cum, n, walk_length, n_walks, inv_p, inv_q, alpha_max, biased, seed, out):
     for r in range(n_walks):
-        state = _mix(seed ^ (np.uint64(r) * np.uint64(0x9E3779B97F4A7C15)))
+        state = _mix(seed ^ (np.uint64(r) * GOLDEN))
         cur = r % n
         prev = -1
         out[r, 0] = cur
@@ -152,7 +140,7 @@ def _sgns_steps(walks, order, first_step, n_steps, walks_per_step, window, negat
     loss_sum, loss_n = 0.0, 0
     for step in range(first_step, first_step + n_steps):
         lr = np.float32(lr0 * max(0.01, 1.0 - (done + step + 1) / total_steps))
-        state = _mix(seed ^ (np.uint64(step) * np.uint64(0x9E3779B97F4A7C15)))
+        state = _mix(seed ^ (np.uint64(step) * GOLDEN))
         for q in range(n_pool):
             state, u = _uniform(state)
             pool[q] = table[int(u * table.shape[0])]
