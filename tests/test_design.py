@@ -141,11 +141,24 @@ def test_no_cell_types_adapts_the_run_and_says_so(tmp_path):
     cfg = validate_config({"dataset": "x", "data": {"source": "file", "file": {"path": str(a)},
                                                     "keys": {"label": "label", "donor": "donor", "cell_type": None}},
                            "train": {"models": ["logreg", "gat", "gat_ef"]}, "preprocess": {"n_pcs": 20},
-                           "graph": {"n_pcs": 20}})
+                           "graph": {"n_pcs": 20}, "celltype": {"enabled": False}})
     plan = preflight(cfg)
     run = resolve_run(cfg, plan)
     assert "celltype_attention" not in cfg["edge_features"]["groups"] and not run["augment"]
     assert any("no cell types" in n for n in plan.notes) and any("augmentation left out" in n for n in plan.notes)
+
+
+def test_no_cell_types_takes_them_from_the_celltype_stage(tmp_path):
+    obs = paired()
+    a = _h5ad(tmp_path / "study.h5ad", obs)
+    cfg = validate_config({"dataset": "x", "data": {"source": "file", "file": {"path": str(a)},
+                                                    "keys": {"label": "label", "donor": "donor", "cell_type": None}},
+                           "train": {"models": ["logreg", "gat", "gat_ef"]}, "preprocess": {"n_pcs": 20},
+                           "graph": {"n_pcs": 20}})
+    plan = preflight(cfg)
+    run = resolve_run(cfg, plan)
+    assert plan.cell_types == "celltype" and run["celltype"]
+    assert "celltype_attention" in cfg["edge_features"]["groups"]
 
 
 def _h5ad(path, obs):
