@@ -45,7 +45,8 @@ def test_two_donors_per_class_without_cell_types_in_transductive_mode(tmp_path):
            "graph": {"split_modes": ["cells", "donors", "donor_cv"], "cv_folds": 3, "graph_mode": "transductive",
                      "k": 10, "n_pcs": 20},
            "train": {"models": ["logreg", "pseudobulk", "gat"], "seeds": [0], "max_epochs": 40, "patience": 10},
-           "explain": {"methods": ["integrated_gradients", "de", "random"], "n_cells": 60}}
+           "explain": {"methods": ["integrated_gradients", "de", "random"], "n_cells": 60},
+           "celltype": {"enabled": False}}  # the simulated study has no cell-type structure to cluster
     (tmp_path / "six.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     snakemake("--cores", "2", "--resources", "gpu=2", "--configfile", str(tmp_path / "six.yaml"), "--directory",
