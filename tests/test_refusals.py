@@ -175,7 +175,8 @@ CASES: dict[str, Case] = {
                                   "donors"),
     "only_edge_group_needs_cell_types": Case(
         both(lambda c, i: file_source(c, i, cell_type=None), set_("train.models", ["gat_ef"]),
-             set_("edge_features.groups", ["celltype_attention"])), "edge_features.groups", "needs cell types"),
+             set_("edge_features.groups", ["celltype_attention"]), set_("celltype.enabled", False)),
+        "edge_features.groups", "needs cell types"),
     # ---- paths built from config must stay in their folders; inputs never where the workflow writes
     "dataset_dotdot": Case(set_("dataset", ".."), "dataset", "does not match"),
     "dataset_hidden": Case(set_("dataset", ".x"), "dataset", "does not match"),
