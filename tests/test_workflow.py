@@ -220,7 +220,8 @@ def test_report_renders_in_a_real_browser(tiny_run, tmp_path):
     figure = render(report, out / "report_umap.png", figure="figures/umap.png")
     for page, png in ((main, out / "report_main.png"), (figure, out / "report_umap.png")):
         share, spread = blank_fraction(png)
-        assert share < 0.95 and spread > 10, (png, share, spread)
+        # a text page on a white background is ~95% one colour; a blank page is 100%
+        assert share < 0.99 and spread > 10, (png, share, spread)
         assert error_lines(page) == [], (png, error_lines(page))
     assert "predicts the disease state" in main.text
     assert "UMAP of all preprocessed cells" in figure.text and "umap.png" in figure.text
