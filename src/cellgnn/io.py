@@ -88,6 +88,27 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def load_resume(path: str | os.PathLike, key: str, what: str) -> dict | None:
+    """The resume checkpoint at ``path`` when it exists and belongs to this run (its ``key``);
+    None otherwise, with a warning that ``what`` (e.g. "training") starts from scratch."""
+    import logging
+
+    import torch
+
+    if not Path(path).exists():
+        return None
+    log = logging.getLogger(__name__)
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill is not worth failing for
+        log.warning("cannot read resume checkpoint %s (%s); %s from scratch", path, e, what)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log.warning("resume checkpoint %s is from another configuration or dataset; %s from scratch", path, what)
+        return None
+    return state
+
+
 def _json_default(o: Any):
     import numpy as np
 

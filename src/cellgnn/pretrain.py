@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import CellgnnInputError
+from .io import load_resume
 
 LOG = logging.getLogger(__name__)
 OBSM_KEY = "X_cellgnn_pretrain"
@@ -306,8 +307,8 @@ def fit_pretrain(counts, cfg: dict | None = None, seed: int | None = None, devic
                                 fix="check the data and QC (preprocess.min_genes)")
     key = _run_key(counts, cfg, seed)
     start, history, resumed = 0, [], None
-    if resume is not None and Path(resume).exists():
-        state = _load_resume(resume, key)
+    if resume is not None:
+        state = load_resume(resume, key, "pretraining")
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -346,18 +347,6 @@ def fit_pretrain(counts, cfg: dict | None = None, seed: int | None = None, devic
     LOG.info("pretrain: %d epochs, masked-count NLL %s", len(history),
              " → ".join(f"{h['loss']:.4f}" for h in history[:: max(1, len(history) // 5)]))
     return PretrainResult(model.cpu(), history, resumed, time.perf_counter() - t0)
-
-
-def _load_resume(path: str | Path, key: str) -> dict | None:
-    try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill is not worth failing for
-        LOG.warning("cannot read resume checkpoint %s (%s); pretraining from scratch", path, e)
-        return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        LOG.warning("resume checkpoint %s is from another configuration or dataset; pretraining from scratch", path)
-        return None
-    return state
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .errors import CellgnnInputError
 from .graph import graph_fingerprint
+from .io import load_resume
 from .metrics import classification_metrics
 from .models import build_model, get_spec
 from .models.distill import GAT_FAMILY, LayeredSelfDistillation
@@ -205,8 +206,8 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     start, resumed = 0, None
     every = int(cfg["checkpoint_every"])
     key = _resume_key(graph, name, params, cfg, seed, edge_dim)
-    if resume is not None and Path(resume).exists():
-        state = _load_resume(resume, key)
+    if resume is not None:
+        state = load_resume(resume, key, "training")
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -263,19 +264,6 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     LOG.info("%s: best epoch %d of %d, val loss %.4f", name, best["epoch"], len(history), best["loss"])
     return TrainResult(model.cpu(), classification_metrics(graph["y"].numpy()[te], proba[te]), proba,
                        history, best["epoch"], resumed_from_epoch=resumed)
-
-
-def _load_resume(path: str | Path, key: str) -> dict | None:
-    """The resumable state at ``path`` when it belongs to this run; None (start afresh) otherwise."""
-    try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill is not worth failing for
-        LOG.warning("cannot read resume checkpoint %s (%s); training from scratch", path, e)
-        return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        LOG.warning("resume checkpoint %s is from another configuration or dataset; training from scratch", path)
-        return None
-    return state
 
 
 def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import ClusterBatches, pca_partition
+from ..io import load_resume
 from ..models.fast_conv import FastGATConv
 
 LOG = logging.getLogger(__name__)
@@ -99,14 +100,13 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
     else:
         xd, eid, yd = x.to(device), ei_full.to(device), y_train.to(device)
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-        if isinstance(state, dict) and state.get("key") == run_key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
-            start = state["epoch"] + 1
-            LOG.info("aux GAT %s: resumed from %s after epoch %d", name, checkpoint, state["epoch"])
+    state = load_resume(checkpoint, run_key, f"aux GAT {name}") if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start = state["epoch"] + 1
+        LOG.info("aux GAT %s: resumed from %s after epoch %d", name, checkpoint, state["epoch"])
     model.train()
     for epoch in tqdm(range(start, epochs), desc=f"aux GAT ({name})", mininterval=10, leave=False):
         if batching == "cluster":
