@@ -23,7 +23,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,19 +82,13 @@ def simulate_inputs(n: int, seed: int = 0, n_folds: int = 8, n_seeds: int = 3, t
 def run_one(n: int, threads: int, seed: int) -> dict:
     from cellgnn.neighbors import neighbors
     from cellgnn.results import add_attributions, add_calls, add_predictions, add_tables, write_results
-    from scale import PeakRSS
+    from scale import PeakRSS, timed_stage
 
     mem = PeakRSS()
     out = {"cells": n, "threads": threads, "seed": seed, "stages": {}}
 
     def stage(name, fn):
-        mem.reset()
-        t0 = time.perf_counter()
-        res = fn()
-        dt = time.perf_counter() - t0
-        out["stages"][name] = {"seconds": round(dt, 2), "peak_gib": round(mem.peak / 2**30, 2)}
-        print(f"[{n:>9,} cells] {name:<14} {dt:8.1f} s   peak RSS {mem.peak / 2**30:5.2f} GiB", flush=True)
-        return res
+        return timed_stage(out, mem, n, name, fn)
 
     adata, tables, calls, genes, summary, umap = stage("simulate", lambda: simulate_inputs(n, seed))
     best = str(summary.set_index("model")["macro_f1_mean"].idxmax())

@@ -83,6 +83,17 @@ def simulate_sparse(n_cells: int, n_genes: int = 2000, nnz_per_cell: int = 150, 
     return X, cell_type, label
 
 
+def timed_stage(out: dict, mem: "PeakRSS", n: int, name: str, fn):
+    """Run ``fn()``, record its wall seconds and peak RSS (GiB) in ``out["stages"][name]``, print a line."""
+    mem.reset()
+    t0 = time.perf_counter()
+    res = fn()
+    dt = time.perf_counter() - t0
+    out["stages"][name] = {"seconds": round(dt, 3), "peak_gib": round(mem.peak / 2**30, 3)}
+    print(f"[{n:>9,} cells] {name:<16} {dt:9.2f} s   peak RSS {mem.peak / 2**30:6.2f} GiB", flush=True)
+    return res
+
+
 class PeakRSS:
     """Sample this process's RSS every ``interval`` s in a thread; ``peak`` in bytes since ``reset``."""
 
@@ -130,13 +141,7 @@ def run_one(n: int, args) -> dict:
     out: dict = {"cells": n, "genes": args.genes, "threads": args.threads, "seed": args.seed, "stages": {}}
 
     def stage(name, fn):
-        mem.reset()
-        t0 = time.perf_counter()
-        res = fn()
-        dt = time.perf_counter() - t0
-        out["stages"][name] = {"seconds": round(dt, 3), "peak_gib": round(mem.peak / 2**30, 3)}
-        print(f"[{n:>9,} cells] {name:<16} {dt:9.2f} s   peak RSS {mem.peak / 2**30:6.2f} GiB", flush=True)
-        return res
+        return timed_stage(out, mem, n, name, fn)
 
     X, cell_type, label = stage("simulate", lambda: simulate_sparse(n, args.genes, seed=args.seed))
     adata = ad.AnnData(X=X, obs=pd.DataFrame({"label": pd.Categorical(label.astype(str)),
