@@ -8,9 +8,10 @@ attention classifier, salient genes) with the config's defaults and seeds ``--se
   salient genes are the planted markers of its majority type;
 - Kang 2018, full file (``preprocess`` with the config's defaults: all genes; the classifier
   reads the 2,000 most variable): ARI / NMI against the authors' 8 cell types, and whether
-  each cluster's top-10 salient genes hold a canonical marker (``config/markers/pbmc.tsv``:
-  CD14/LYZ, MS4A1, CD3E, NKG7/GNLY, PPBP, FCGR3A, FCER1A/CST3, CD8A) of its majority
-  author type, per type. The same check on a Wilcoxon ranking of the clusters (each against
+  each cluster's top-10 salient genes hold a canonical marker (``config/markers/pbmc.tsv``, the
+  Seurat PBMC 3k tutorial's: IL7R/CCR7/CD3E, CD14/LYZ, MS4A1, NKG7/GNLY, PPBP, FCGR3A/MS4A7,
+  FCER1A/CST3, CD8A) of its majority author type, per type; the named cell types (clusters of
+  one name merged) against the authors' types. The same check on a Wilcoxon ranking of the clusters (each against
   the rest, on the classifier's genes) is the reference.
 
 Clustering alone (no classifier) is also scored at other Leiden resolutions and without
@@ -79,6 +80,13 @@ def report(name: str, runs: list[dict], hits_key: str = "marker_hits_known_types
           f"NMI {ci([r['metrics']['known_cell_types']['nmi'] for r in runs])}, "
           f"clusters {[r['metrics']['n_clusters'] for r in runs]}, classifier held-out accuracy "
           f"{ci([r['metrics']['classifier']['val_accuracy'] for r in runs])}, seconds {[round(r['seconds']) for r in runs]}")
+    if "named_types" in runs[0]["metrics"]:
+        nt = [r["metrics"]["named_types"] for r in runs]
+        print(f"named cell types (clusters of one name merged): ARI {ci([n['ari'] for n in nt])}, NMI "
+              f"{ci([n['nmi'] for n in nt])}, names {[n['n_names'] for n in nt]}, cells named as their known type "
+              f"{ci([n['accuracy'] for n in nt])}")
+        print("  per known type, cells named right: " + "; ".join(
+            f"{t} {ci([n['accuracy_by_type'][t] for n in nt])}" for t in nt[0]["accuracy_by_type"]))
     if hits_key in runs[0]["metrics"]:
         print(f"types whose matched cluster has a marker in its top 10: attention "
               f"{[r['metrics'][hits_key]['n_types_hit'] for r in runs]}"
@@ -115,7 +123,10 @@ def run(adata, p: dict, seed: int, markers, with_de: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--resolutions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 1.0])
+    ap.add_argument("--resolution", type=float, help="Leiden resolution of the stage (default: the config's)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other celltype settings (YAML values)")
+    ap.add_argument("--resolutions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 1.0],
+                    help="resolutions of the clustering-only comparison")
     ap.add_argument("--skip-default", action="store_true")
     ap.add_argument("--skip-kang", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -126,6 +137,9 @@ def main() -> None:
 
     cfg = validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     p = ct.resolve_params(cfg["celltype"])
+    if args.resolution is not None:
+        p["resolution"] = args.resolution
+    p.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
     print("celltype defaults:", {k: v for k, v in p.items() if k != "markers"})
     datasets = []
     if not args.skip_default:

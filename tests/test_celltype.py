@@ -41,13 +41,41 @@ def test_finds_the_simulated_cell_types_and_their_markers(small):
     assert hits["n_types_hit"] == hits["n_types"] == pre.obs["cell_type"].nunique()
     for k, info in hits["by_cluster"].items():
         assert len(info["hits"]) >= 6, (k, info)  # a random ranking: 10 * 25 / ~380 genes = 0.7
-    assert m["name_accuracy"] > 0.9
+    assert m["named_types"]["accuracy"] > 0.9 and m["named_types"]["ari"] > 0.9
     a = res.assignments
     assert list(a.columns) == ["cell_id", "cluster", "cellgnn_cell_type", "confidence"]
     assert a["cell_id"].tolist() == pre.obs_names.tolist()
     assert a["confidence"].between(0, 1).all() and a["confidence"].median() > 2 / m["n_clusters"]  # chance: 1 / K
     assert list(res.salient.columns) == ["cluster", "cell_type", "gene", "score", "rank"]
     assert (res.salient.groupby("cluster")["rank"].max() == FAST.get("top_k", ct.resolve_params({})["top_k"])).all()
+
+
+def test_names_go_where_markers_are_specific_and_same_names_merge():
+    genes = ["LYZ", "CD14", "CST3", "FCER1A", "IL7R", "CCR7", "HLA-DRA-ENSG00000204287", "G1", "G2", "G3", "G4"]
+    markers = pd.DataFrame([("Mono", "LYZ"), ("Mono", "CD14"), ("DC", "FCER1A"), ("DC", "CST3"), ("T", "IL7R"),
+                            ("T", "CCR7"), ("B", "HLA-DRA")], columns=["cell_type", "gene"])
+    order = {  # genes by salience, most salient first, per cluster
+        0: ["CST3", "LYZ", "G1", "CD14", "G2", "G3", "IL7R", "CCR7", "FCER1A", "HLA-DRA-ENSG00000204287", "G4"],  # monocytes
+        1: ["FCER1A", "CST3", "G1", "LYZ", "G2", "G3", "IL7R", "CCR7", "CD14", "HLA-DRA-ENSG00000204287", "G4"],  # DCs
+        2: ["IL7R", "CCR7", "G1", "G2", "G3", "LYZ", "CD14", "CST3", "FCER1A", "HLA-DRA-ENSG00000204287", "G4"],  # T
+        3: ["CCR7", "IL7R", "G2", "G1", "G3", "LYZ", "CD14", "CST3", "FCER1A", "HLA-DRA-ENSG00000204287", "G4"],  # T
+        4: ["HLA-DRA-ENSG00000204287", "G1", "G2", "G3", "LYZ", "CD14", "CST3", "FCER1A", "IL7R", "CCR7", "G4"],  # B
+        5: ["G1", "G2", "G3", "G4", "LYZ", "CD14", "CST3", "FCER1A", "IL7R", "CCR7", "HLA-DRA-ENSG00000204287"]}
+    salience = np.zeros((len(order), len(genes)))
+    for k, ranked in order.items():
+        salience[k, [genes.index(g) for g in ranked]] = np.arange(len(genes), 0, -1)
+    names, scores = ct.name_clusters(salience, genes, markers, name_top_k=4)
+    # CST3 is cluster 0's top gene, but the DC markers are most specific to cluster 1
+    assert names == ["Mono", "DC", "T", "T", "B", "cluster_5"], scores
+    assert ct.gene_symbol("HLA-DRA-ENSG00000204287") == "HLA-DRA" and ct.gene_symbol("MT-CO1") == "MT-CO1"
+
+
+def test_marker_genes_join_the_classifier_genes(small):
+    pre, markers = small
+    low_var = str(pre.var_names[np.argsort(pre.X.toarray().var(axis=0))[0]])
+    idx = ct.select_genes(pre, 50, np.fromiter(ct.marker_var_index(pre.var_names, pd.DataFrame(
+        {"cell_type": ["x"], "gene": [low_var]})).values(), dtype=np.int64))
+    assert idx.size == 51 and pre.var_names.get_loc(low_var) in idx and np.all(np.diff(idx) > 0)
 
 
 def test_same_seed_same_assignments_and_no_markers_means_cluster_names(small):

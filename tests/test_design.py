@@ -171,3 +171,12 @@ def _h5ad(path, obs):
     a.var_names = [f"G{i}" for i in range(30)]
     a.write_h5ad(path)
     return path
+
+
+def test_composition_takes_cell_types_from_the_celltype_stage():
+    obs = paired()  # no cell-type column
+    no_types = {"data": {"source": "simulate", "keys": {"label": "label", "donor": "donor", "cell_type": None}},
+                "train": {"models": ["logreg", "composition"]}}
+    assert check_design(obs, validate_config({**no_types, "dataset": "x"}), "study.h5ad")["call_unit"] == "sample"
+    with pytest.raises(CellgnnInputError, match="needs cell types"):
+        check_design(obs, validate_config({**no_types, "dataset": "x", "celltype": {"enabled": False}}), "study.h5ad")

@@ -219,6 +219,7 @@ CASES: dict[str, Case] = {
     "pseudobulk_on_cell_level_labels": Case(set_("train.models", ["logreg", "pseudobulk"]), "train.models",
                                             "constant within each donor", file="data.simulate"),
     "composition_without_cell_types": Case(both(donor_level(3), set_("data.keys.cell_type", None),
+                                                set_("celltype.enabled", False),
                                                 set_("train.models", ["composition"])), "train.models",
                                            "needs cell types", file="study.h5ad"),
     "unknown_explain_class": Case(set_("explain.classes", ["infected_9dpi"]), "explain.classes", "infected_9dpi",

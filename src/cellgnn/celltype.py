@@ -12,21 +12,26 @@ normalized):
    clusters under ``min_cluster_size`` cells join the cluster with the nearest centroid;
    cluster 0 is the largest;
 3. the scANNA-style attention classifier (:class:`cellgnn.models.scanna.ScANNA`) learns to
-   predict the clusters from the ``max_genes`` most variable genes (min–max scaled on its
-   training cells; ``val_fraction`` of the cells held out for the reported accuracy);
+   predict the clusters from the ``max_genes`` most variable genes plus the marker table's
+   genes found in the data (min–max scaled on its training cells; ``val_fraction`` of the
+   cells held out for the reported accuracy);
 4. salient genes of each cluster: its cells' mean attention minus the other cells'
    (:func:`cellgnn.models.scanna.salient_genes` with ``reference="rest"``);
-5. names: with a marker table (TSV ``cell_type, gene``) each cluster takes the cell type
-   whose markers rank highest among its salient genes (mean over the type's markers of
-   ``1 - rank / name_top_k``, 0 beyond the top ``name_top_k``); a cluster with no marker
-   of any type in its top ``name_top_k`` stays ``cluster_<k>``.
+5. names: with a marker table (TSV ``cell_type, gene``; a marker matches a gene of that name
+   or of that symbol made unique with an Ensembl suffix, ``HLA-DRA-ENSG…``), a type's score
+   in a cluster is the mean over its markers of ``1 - rank / name_top_k`` (0 beyond the top
+   ``name_top_k``), weighted by its ratio to the type's best score over all clusters (a type
+   is named where its markers are most specific: CST3, salient in monocytes and dendritic
+   cells alike, does not make a monocyte cluster dendritic); each cluster takes the
+   highest-scoring type, and clusters given the same name form one cell type. A cluster with
+   no marker of any type in its top ``name_top_k`` stays ``cluster_<k>``.
 
 Outputs (``celltype_stage``): ``assignments.csv`` (``cell_id, cluster, cellgnn_cell_type,
 confidence``; confidence = the classifier's probability of the cell's cluster),
 ``salient_genes.csv`` (``cluster, cell_type, gene, score, rank``; the top ``top_k`` genes per
 cluster, rank 1 = most salient) and ``metrics.json`` (cluster sizes, the classifier's
-held-out accuracy, ARI / NMI against ``obs["cell_type"]`` when the data has it, marker
-hits). :func:`apply_cell_types` writes the calls into ``obs``.
+held-out accuracy, ARI / NMI of the clusters and of the named cell types against
+``obs["cell_type"]`` when the data has it, marker hits). :func:`apply_cell_types` writes the calls into ``obs``.
 """
 
 from __future__ import annotations
@@ -171,17 +176,36 @@ def leiden_clusters(emb: np.ndarray, n_neighbors: int, resolution: float, seed: 
 
 # ----------------------------------------------------------------------------- classifier
 
-def select_genes(adata: ad.AnnData, max_genes: int | None) -> np.ndarray:
-    """Indices of the ``max_genes`` genes with the largest variance of ``X`` (all when fewer), in var order."""
+def gene_symbol(name: str) -> str:
+    """``HLA-DRA-ENSG00000204287`` -> ``HLA-DRA``: the symbol of a var name made unique with its Ensembl id."""
+    head, sep, tail = name.rpartition("-ENSG")
+    return head if sep and tail.isdigit() else name
+
+
+def marker_var_index(var_names, markers: pd.DataFrame) -> dict[str, int]:
+    """Marker gene -> index in ``var_names`` (exact name first, else the symbol of a suffixed name)."""
+    names = [str(v) for v in var_names]
+    exact = {v: i for i, v in enumerate(names)}
+    by_symbol: dict[str, int] = {}
+    for i, v in enumerate(names):
+        by_symbol.setdefault(gene_symbol(v), i)
+    return {g: exact.get(g, by_symbol.get(g)) for g in markers["gene"].unique()
+            if g in exact or g in by_symbol}
+
+
+def select_genes(adata: ad.AnnData, max_genes: int | None, include: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``max_genes`` genes with the largest variance of ``X`` (all when fewer), plus
+    the indices ``include`` (the marker genes), in var order."""
     if not max_genes or adata.n_vars <= max_genes:
         return np.arange(adata.n_vars)
+    extra = np.asarray(include if include is not None else [], dtype=np.int64)
     X = adata.X
     if sp.issparse(X):
         mean = np.asarray(X.mean(axis=0)).ravel()
         var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
     else:
         var = np.asarray(X).var(axis=0)
-    return np.sort(np.argsort(-var, kind="stable")[:max_genes])
+    return np.union1d(np.argsort(-var, kind="stable")[:max_genes], extra)
 
 
 def scaled_features(adata: ad.AnnData, genes: np.ndarray, fit: np.ndarray) -> torch.Tensor:
@@ -265,32 +289,34 @@ def salience_table(salience: np.ndarray, genes: list[str], names: list[str], top
 
 def name_clusters(salience: np.ndarray, genes: list[str], markers: pd.DataFrame | None,
                   name_top_k: int) -> tuple[list[str], dict]:
-    """A name per cluster from a marker table (see module doc) and each cluster's best score.
+    """A name per cluster from a marker table (see module doc) and each cluster's scores.
 
-    salience: ``[K, G]``. Returns ``(names, scores)`` with ``scores[k] = {cell_type: score}``
-    (1 = every marker of the type is the cluster's most salient gene, 0 = none in its top
-    ``name_top_k``).
+    salience: ``[K, G]``. Returns ``(names, scores)`` with ``scores[k] = {cell_type: score}``:
+    the type's mean marker weight in cluster k (1 = every marker is the cluster's most salient
+    gene, 0 = none in its top ``name_top_k``) times its ratio to the type's best cluster.
     """
     k_clusters, n_genes = salience.shape
     default = [f"cluster_{k}" for k in range(k_clusters)]
     if markers is None:
         return default, {}
-    index = {g: i for i, g in enumerate(genes)}
+    index = marker_var_index(genes, markers)
     by_type = {t: [index[g] for g in grp["gene"] if g in index] for t, grp in markers.groupby("cell_type", sort=True)}
+    absent = sorted(set(markers["gene"]) - set(index))
+    if absent:
+        LOG.warning("marker gene(s) not among the classifier's genes (not in the data): %s", absent)
     by_type = {t: ix for t, ix in by_type.items() if ix}
     if not by_type:
         LOG.warning("no marker gene of the marker table is among the classifier's genes; clusters stay unnamed")
         return default, {}
-    names, scores = [], {}
-    for k in range(k_clusters):
-        rank = np.empty(n_genes)
-        rank[np.argsort(-salience[k], kind="stable")] = np.arange(n_genes)  # 0 = most salient
-        weight = np.clip(1.0 - rank / name_top_k, 0.0, None)  # 1 for the top gene, 0 beyond name_top_k
-        s = {t: float(weight[ix].mean()) for t, ix in by_type.items()}
-        best = max(s, key=s.get)
-        names.append(best if s[best] > 0 else default[k])
-        scores[k] = s
-    return names, scores
+    rank = np.empty(salience.shape)
+    rank[np.arange(k_clusters)[:, None], np.argsort(-salience, axis=1, kind="stable")] = np.arange(n_genes)
+    weight = np.clip(1.0 - rank / name_top_k, 0.0, None)  # [K, G]: 1 for a cluster's top gene, 0 beyond name_top_k
+    types = list(by_type)
+    mean_weight = np.stack([weight[:, by_type[t]].mean(axis=1) for t in types], axis=1)  # [K, T]
+    best = mean_weight.max(axis=0, keepdims=True)
+    score = mean_weight * np.divide(mean_weight, best, out=np.zeros_like(mean_weight), where=best > 0)
+    names = [types[int(score[k].argmax())] if score[k].max() > 0 else default[k] for k in range(k_clusters)]
+    return names, {k: {t: float(score[k, j]) for j, t in enumerate(types)} for k in range(k_clusters)}
 
 
 def marker_hits(salient: pd.DataFrame, markers: pd.DataFrame, cluster_type: dict[int, str], top_k: int) -> dict:
@@ -301,7 +327,8 @@ def marker_hits(salient: pd.DataFrame, markers: pd.DataFrame, cluster_type: dict
     cluster of that type hit}; types absent from the marker table are left out.
     """
     table = {t: set(g["gene"]) for t, g in markers.groupby("cell_type")}
-    top = salient[salient["rank"] <= top_k].groupby("cluster")["gene"].apply(list).to_dict()
+    top = salient[salient["rank"] <= top_k].groupby("cluster")["gene"].apply(
+        lambda g: [gene_symbol(str(x)) for x in g]).to_dict()
     by_cluster, by_type = {}, {}
     for k, t in cluster_type.items():
         if t not in table:
@@ -323,6 +350,18 @@ def known_type_scores(clusters: np.ndarray, known: pd.Series) -> dict:
            for k, row in tab.iterrows()}
     return {"ari": float(adjusted_rand_score(known, clusters)), "nmi": float(normalized_mutual_info_score(known, clusters)),
             "n_known_types": int(tab.shape[1]), "clusters": per}
+
+
+def named_type_scores(named: np.ndarray, known: pd.Series) -> dict:
+    """The named cell types (clusters of one name merged) against known types: ARI, NMI, the
+    fraction of cells whose name is their known type, overall and per known type."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    known = known.astype(str).to_numpy()
+    right = named == known
+    return {"ari": float(adjusted_rand_score(known, named)), "nmi": float(normalized_mutual_info_score(known, named)),
+            "n_names": int(np.unique(named).size), "accuracy": float(right.mean()),
+            "accuracy_by_type": {t: float(right[known == t].mean()) for t in sorted(np.unique(known))}}
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -352,7 +391,9 @@ def run_celltype(adata: ad.AnnData, cfg: dict | None = None, device: torch.devic
     if n_clusters < 2:
         raise CellgnnInputError(f"Leiden found a single cluster in {adata.n_obs} cells", file=where,
                                 field="celltype.resolution", fix="raise celltype.resolution (or lower min_cluster_size)")
-    gene_idx = select_genes(adata, p["max_genes"])
+    gene_idx = select_genes(adata, p["max_genes"],
+                            np.fromiter(marker_var_index(adata.var_names, markers).values(), dtype=np.int64)
+                            if markers is not None else None)
     genes = [str(g) for g in adata.var_names[gene_idx]]
     val = split_cells(clusters, float(p["val_fraction"]), seed)
     x = scaled_features(adata, gene_idx, ~val)
@@ -391,7 +432,7 @@ def _metrics(adata, p, integrate, clusters, val, pred, hist, genes, names, name_
         if known is not None:
             majority = {k: v["majority"] for k, v in out["known_cell_types"]["clusters"].items()}
             out["marker_hits_known_types"] = marker_hits(salient, markers, majority, top)
-            out["name_accuracy"] = float((np.asarray(names)[clusters] == known.astype(str).to_numpy()).mean())
+            out["named_types"] = named_type_scores(np.asarray(names)[clusters], known)
     return out
 
 

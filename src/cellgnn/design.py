@@ -286,6 +286,15 @@ def parse_unit(unit: str) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------- design checks
+def cell_types_source(cfg: dict, obs: pd.DataFrame | None) -> str | None:
+    """Where the run's cell types come from: ``data`` (``data.keys.cell_type``, present in
+    ``obs`` when ``obs`` is known), ``celltype`` (the data has none and the celltype stage is
+    on) or None."""
+    if cfg["data"]["keys"]["cell_type"] is not None and (obs is None or "cell_type" in obs):
+        return "data"
+    return "celltype" if cfg["celltype"]["enabled"] in ("auto", True) else None
+
+
 def check_design(obs: pd.DataFrame, cfg: dict, where: str) -> dict:
     """Check that every split of the config can be made from ``obs`` and that every class,
     control and population the config names exists; returns a summary of the design.
@@ -314,9 +323,10 @@ def check_design(obs: pd.DataFrame, cfg: dict, where: str) -> dict:
                                 "label varies within donors" + ("" if "sample" in obs else " and no sample column is "
                                                                 "given"), file=where, field="train.models",
                                 fix="remove them from train.models, or name the sample column in data.keys.sample")
-    if "composition" in cfg["train"]["models"] and "cell_type" not in obs:
+    if "composition" in cfg["train"]["models"] and cell_types_source(cfg, obs) is None:
         raise CellgnnInputError("model 'composition' needs cell types", file=where, field="train.models",
-                                fix="remove it, or name the cell-type column in data.keys.cell_type")
+                                fix="remove it, name the cell-type column in data.keys.cell_type, or let the "
+                                    "celltype stage type the cells (celltype.enabled: auto)")
     explain = cfg["explain"]
     unknown = sorted(set(explain["classes"]) - set(classes))
     if unknown:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .design import check_design, split_units
+from .design import cell_types_source, check_design, split_units
 from .errors import CellgnnInputError
 from .paths import check_not_written, child_path
 
@@ -258,13 +258,11 @@ def _preflight(cfg: dict, workdir: str | Path, source: str) -> Plan:
                                 f"{n_cells} cells", file=source, field="preprocess.n_pcs",
                                 fix=f"use fewer than {min(n_genes, n_cells or n_genes)} PCs")
     units = split_units(graph["split_modes"], n_donors or graph["cv_folds"], graph["cv_folds"])
-    has_ct = cfg["data"]["keys"]["cell_type"] is not None and (obs is None or "cell_type" in obs)
-    cell_types = "data" if has_ct else None
-    if not has_ct and cfg["celltype"]["enabled"] in ("auto", True):
-        cell_types = "celltype"
+    cell_types = cell_types_source(cfg, obs)
+    if cell_types == "celltype":
         notes.append("no cell types in the data (data.keys.cell_type is null): the celltype stage's clusters "
                      "(obs['cellgnn_cell_type']) are the cell types of every per-cell-type feature")
-    elif not has_ct:
+    elif cell_types is None:
         notes.append("no cell types (data.keys.cell_type is null, celltype.enabled: false): per-cell-type "
                      "rankings, the cell-type edge features and the cell-type response table are left out")
     return Plan(units, n_donors, design, cell_types, notes)
