@@ -142,3 +142,21 @@ def test_donor_standardization_and_harmony_remove_a_donor_shift():
     assert gap(corrected, donors == "a", donors == "b") < 0.35 * gap(x, donors == "a", donors == "b")
     assert gap(corrected, types == 0, types == 1) > 0.9 * gap(x, types == 0, types == 1)
     assert correct_batches(x, donors, "none", 0) is x
+
+
+def test_training_hvgs_come_from_training_cells_as_scanpy_ranks_them(pre):
+    import scanpy as sc
+
+    from cellgnn.graph import training_hvgs
+
+    adata, _ = pre
+    g = build_graph(adata, dict(GRAPH_CFG, hvg_training=100), "donors", seed=0)
+    train = g["train_mask"].numpy()
+    assert g["x"].shape[1] == 100 and len(g["genes"]) == 100 and set(g["genes"]) < set(adata.var_names)
+    ref = sc.pp.highly_variable_genes(adata[train].copy(), n_top_genes=100, flavor="seurat", inplace=False)
+    assert set(g["genes"]) == set(adata.var_names[ref["highly_variable"].to_numpy()])
+    changed = adata.copy()
+    X = changed.X.toarray()
+    X[~train] = X[~train][:, ::-1]  # held-out cells' expression scrambled across genes
+    changed.X = X
+    np.testing.assert_array_equal(training_hvgs(changed, train, 100), training_hvgs(adata, train, 100))

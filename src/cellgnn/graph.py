@@ -88,6 +88,26 @@ def standardize_per_donor(X: np.ndarray, donors: np.ndarray) -> np.ndarray:
     return out
 
 
+def training_hvgs(adata: ad.AnnData, train: np.ndarray, n_genes: int, n_bins: int = 20) -> np.ndarray:
+    """Indices (var order) of the ``n_genes`` most variable genes of the cells ``train`` ``[N]`` bool
+    (all genes when there are fewer): the Seurat v2 dispersion ranking on the log-normalized ``X``
+    (variance / mean of ``expm1(X)``, log, z-scored within ``n_bins`` bins of mean expression)."""
+    if n_genes >= adata.n_vars:
+        return np.arange(adata.n_vars)
+    X = adata.X[train]
+    X = np.expm1(X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64))
+    mean = X.mean(axis=0)
+    var = X.var(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = np.log(np.where(mean > 0, var / np.where(mean > 0, mean, 1.0), np.nan))
+    bins = pd.cut(np.log1p(mean), n_bins)
+    by_bin = pd.Series(disp).groupby(bins, observed=False)
+    mu, sd = by_bin.transform("mean").to_numpy(), by_bin.transform("std").to_numpy()
+    z = np.where(np.isfinite(sd) & (sd > 0), (disp - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+    z = np.where(np.isfinite(disp), z, -np.inf)
+    return np.sort(np.argsort(-z, kind="stable")[:n_genes])
+
+
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Sort edges by (target, source); permute each per-edge array the same way.
 
@@ -163,8 +183,8 @@ def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray,
     """The graph dict of the contract from the cells' ``split`` (``train``/``val``/``test`` ``[N]``) and
     their sorted edges (``edge_index [2, E]``, ``edge_weight [E]``): node features min-max scaled on
     the training cells, labels, masks and names. cfg: the ``graph`` section (``n_pcs``,
-    ``graph_mode``, ``self_loops``, ``batch_correction``, ``donor_standardize``, ``features``,
-    ``node_features``). pca: the ``[N, n_pcs]`` PCA after batch correction (computed from
+    ``graph_mode``, ``self_loops``, ``batch_correction``, ``donor_standardize``, ``hvg_training``,
+    ``features``, ``node_features``). pca: the ``[N, n_pcs]`` PCA after batch correction (computed from
     ``obsm["X_pca"]`` when None); embedding: the pretrain stage's ``[N, D]`` embedding when
     ``node_features`` is ``pretrain``."""
     from .config import settings
@@ -180,8 +200,11 @@ def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray,
         X = np.asarray(embedding, dtype=np.float32)
         genes = [f"pretrain_{i}" for i in range(X.shape[1])]
     else:
-        X = (adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)).astype(np.float32)
-        genes = [str(g) for g in adata.var_names]
+        keep = (training_hvgs(adata, split == "train", cfg["hvg_training"]) if cfg["hvg_training"]
+                else np.arange(adata.n_vars))
+        X = adata.X[:, keep]
+        X = (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
+        genes = [str(g) for g in adata.var_names[keep]]
     if cfg["donor_standardize"]:
         X = standardize_per_donor(X, donor_of_cell)
     train = split == "train"

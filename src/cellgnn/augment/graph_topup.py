@@ -91,6 +91,8 @@ def make_topup(adata, graph: dict, activa_cfg: ActivaConfig, rare_fraction: floa
         raise CellgnnInputError("graph cells missing from preprocessed.h5ad", file=file, field="obs_names",
                                 fix="rebuild the graph from this preprocessed.h5ad")
     adata = adata[[pos[c] for c in graph["cell_ids"]]]
+    if set(graph["genes"]) < set(adata.var_names):  # graph.hvg_training: the graph's genes only
+        adata = adata[:, list(graph["genes"])]
     to_nodes = _node_feature_map(adata, graph, file)
     train = graph["train_mask"].numpy()
     y = graph["y"].numpy()
