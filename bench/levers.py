@@ -70,14 +70,11 @@ def balanced_accuracy(graph: dict, proba: np.ndarray, mask: str) -> float:
 
 
 def held_out(graph: dict, proba: np.ndarray) -> pd.DataFrame:
-    """Test cells as heldout's prediction table (``true, pred, donor, p_<class>``)."""
-    te = graph["test_mask"].numpy()
-    classes = list(graph["classes"])
-    df = pd.DataFrame(proba[te], columns=[f"p_{c}" for c in classes])
-    df.insert(0, "true", np.asarray(classes)[graph["y"].numpy()[te]])
-    df.insert(1, "pred", np.asarray(classes)[proba[te].argmax(1)])
-    df.insert(2, "donor", np.asarray(graph["donors"])[graph["donor"].numpy()[te]])
-    return df
+    """Test cells of one unit as the train rule writes them (``cellgnn.train.predictions_table``)."""
+    from cellgnn.train import predictions_table
+
+    table = predictions_table(graph, proba)
+    return table[table["split"] == "test"].reset_index(drop=True)
 
 
 def fit(graph: dict, name: str, tcfg: dict, seed: int, params: dict | None = None):
