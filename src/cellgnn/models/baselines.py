@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv
 
+from .dropout import Dropout, dropout
 from .fast_conv import FastGATConv, FastGCNConv
 
 
@@ -18,8 +19,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.5):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout),
                                  nn.Linear(hidden, n_classes))
 
     def forward(self, x, edge_index=None, edge_attr=None):
@@ -37,7 +38,7 @@ class GCN(nn.Module):
 
     def forward(self, x, edge_index, edge_attr=None):
         h = torch.relu(self.conv1(x, edge_index))
-        h = nn.functional.dropout(h, self.dropout, self.training)
+        h = dropout(h, self.dropout, self.training)
         return self.conv2(h, edge_index)
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .baselines import first_gat_weight
+from .dropout import dropout
 from .fast_conv import FastGATConv, FastGCNConv, cached
 from .set_transformer import SetEncoder
 
@@ -198,7 +199,7 @@ class GCNEF(nn.Module):
     def forward(self, x, edge_index, edge_attr=None):
         _need_edges(edge_attr, "gcn_ef")
         h = torch.relu(self.conv1(x, edge_index))
-        h = torch.nn.functional.dropout(h, self.dropout, self.training)
+        h = dropout(h, self.dropout, self.training)
         h = self.conv2(h, edge_index)
         s = self.sets(edge_index, edge_attr, x.shape[0])
         return self.out(torch.cat([h, s], dim=1))

@@ -13,12 +13,14 @@ held as a CSR matrix; ``FastGATConv`` computes the same function as ``GATConv`` 
   α is a sampled dense–dense product (SDDMM) on the graph's pattern, that of Θx a product
   with the transposed matrix.
 
-Attention dropout draws its mask in PyG's edge order with the same call as
-``torch.nn.functional.dropout``, so a seeded run draws the same masks as PyG's layer and
-the outputs differ only by float rounding (summation order). The graph structure (edge
+Without attention dropout (or in eval mode) the outputs differ from PyG's only by float
+rounding (summation order); attention dropout draws its mask with
+:func:`cellgnn.models.dropout.dropout_mask` (cheaper than ``F.dropout``'s), so a seeded
+training step drops other edges than PyG's layer would. The graph structure (edge
 order, CSR pointers, normalised adjacency) is computed once per ``edge_index`` tensor and
-cached while that tensor lives. Anything else (bipartite input, ``SparseTensor`` adjacency,
-explainer edge masks, hooks, self-loop filling with edge features, edge weights) takes PyG's
+cached while that tensor lives. Explainer edge masks (``set_masks``, as GNNExplainer sets them)
+scale the attention-weighted messages as PyG's ``explain_message`` does. Anything else (bipartite
+input, ``SparseTensor`` adjacency, hooks, self-loop filling with edge features, edge weights) takes PyG's
 own path.
 """
 
@@ -33,6 +35,8 @@ from torch import Tensor
 from torch.nn.parameter import is_lazy
 from torch_geometric.nn import GATConv, GCNConv, MessagePassing
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from .dropout import dropout_mask
 
 _CACHE: dict = {}
 
@@ -179,10 +183,18 @@ class FastGATConv(GATConv):
 
     def _pyg_path(self, x, edge_index, edge_attr, size) -> bool:
         return (not isinstance(x, Tensor) or not isinstance(edge_index, Tensor) or edge_index.is_sparse
-                or edge_index.layout != torch.strided or size is not None or getattr(self, "explain", False)
-                or edge_index.shape[1] == 0 or (self.add_self_loops and edge_attr is not None)
+                or edge_index.layout != torch.strided or size is not None
+                or (getattr(self, "explain", False) and self._edge_mask is None) or edge_index.shape[1] == 0 or (self.add_self_loops and edge_attr is not None)
                 or self.lin is None or bool(self._propagate_forward_pre_hooks) or bool(self._propagate_forward_hooks)
                 or bool(self._edge_update_forward_pre_hooks) or bool(self._edge_update_forward_hooks))
+
+    def _explainer_mask(self, st: _Structure) -> Tensor:
+        """An explainer's edge mask ``[E', 1]`` in target order, as PyG's ``explain_message`` applies it
+        to the messages: sigmoid when asked, and 1 on the self-loops the layer adds."""
+        mask = self._edge_mask.sigmoid() if self._apply_sigmoid else self._edge_mask
+        if mask.numel() != st.num_edges:
+            mask = torch.cat([mask[self._loop_mask], mask.new_ones(st.num_nodes)])
+        return st.to_target_order(mask).unsqueeze(1)
 
     def _stackable(self) -> bool:
         """Message and residual maps are bias-free linear maps of x: one product computes both."""
@@ -215,10 +227,9 @@ class FastGATConv(GATConv):
         top = _segment(alpha.detach(), "max", st).repeat_interleave(st.deg, 0)
         alpha = (alpha - top).exp()
         alpha = alpha / (_segment(alpha, "sum", st).repeat_interleave(st.deg, 0) + 1e-16)
-        if self.training and self.dropout > 0:  # F.dropout's mask drawn in PyG's edge order
-            noise = F.dropout(alpha.new_ones(st.num_edges, heads), p=self.dropout, training=True)
-            alpha = alpha * st.to_target_order(noise)
-        out = _Aggregate.apply(alpha, h, st)
+        if self.training and self.dropout > 0:
+            alpha = alpha * dropout_mask((st.num_edges, heads), self.dropout, alpha.dtype, alpha.device)
+        out = _Aggregate.apply(alpha * self._explainer_mask(st) if getattr(self, "explain", False) else alpha, h, st)
         out = out.reshape(n, heads * c) if self.concat else out.mean(dim=1)
         if res is not None:
             out = out + res

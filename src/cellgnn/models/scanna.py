@@ -28,13 +28,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 
 class PWFF(nn.Module):
     """Position-wise feed-forward block ``LN(h + W2 relu(W1 h))``, ``[N, d] -> [N, d]``."""
 
     def __init__(self, dim: int, ff_dim: int, dropout: float):
         super().__init__()
-        self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), Dropout(dropout), nn.Linear(ff_dim, dim))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,7 @@ class ProjectionBlock(nn.Module):
     def __init__(self, dim: int, dropout: float):
         super().__init__()
         self.proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,7 @@ class ScANNA(nn.Module):
                                          nn.Linear(context_rank, in_dim, bias=False))
             nn.init.xavier_uniform_(self.context[0].weight)
             nn.init.zeros_(self.context[1].weight)  # uniform attention at initialization
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         if n_blocks == 0:
             self.readout = nn.Linear(in_dim, n_classes)
             self.blocks = None
