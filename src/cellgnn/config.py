@@ -172,8 +172,10 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     explain_model = cfg["explain"]["model"]
     if explain_model == "auto":
         explain_model = next((m for m in EXPLAINABLE if m in models), None)
-    explain_run = explain_model is not None
-    if not explain_run:
+    explain_run = explain_model is not None and cfg["explain"]["enabled"]
+    if not cfg["explain"]["enabled"]:
+        plan.notes.append("explanations left out (explain.enabled: false)")
+    elif not explain_run:
         plan.notes.append(f"explanations left out: none of {list(EXPLAINABLE)} is trained (explain.model: auto)")
     gene_features = cfg["graph"]["node_features"] == "genes"
     if explain_run and not gene_features:
@@ -187,8 +189,10 @@ def resolve_run(cfg: dict, plan, source: str = "config") -> dict:
     ablation = (groups if evaluation and cfg["evaluation"]["ablation"] and cfg["evaluation"]["model"] == "gat_ef"
                 and len(groups) > 1 else [])
     aug = cfg["augment"]
-    augment = aug["population_key"] != "cell_type" or has_ct
-    if not augment:
+    augment = aug["enabled"] and (aug["population_key"] != "cell_type" or has_ct)
+    if not aug["enabled"]:
+        plan.notes.append("augmentation left out (augment.enabled: false)")
+    elif not augment:
         plan.notes.append("augmentation left out: its populations are cell types (augment.population_key) and the "
                           "data has none")
     augment_unit = units[aug["split"] or held_out][0]

@@ -108,6 +108,64 @@ def training_hvgs(adata: ad.AnnData, train: np.ndarray, n_genes: int, n_bins: in
     return np.sort(np.argsort(-z, kind="stable")[:n_genes])
 
 
+SPARSE_MIN_ENTRIES = 2**27  # graph.sparse_features auto: cells x genes above which x is stored sparse
+
+
+def use_sparse_features(X, cfg: dict) -> bool:
+    """Whether the node features from the gene matrix ``X [N, G]`` are stored sparse (``graph.sparse_features``:
+    true, false or auto; auto: X is sparse, non-negative and has more than ``SPARSE_MIN_ENTRIES`` entries).
+    Never for the pretrain embedding or with ``donor_standardize`` (both dense by nature)."""
+    setting = cfg["sparse_features"]
+    dense_only = cfg["node_features"] == "pretrain" or cfg["donor_standardize"]
+    if setting is True and dense_only:
+        which = "node_features: pretrain" if cfg["node_features"] == "pretrain" else "donor_standardize: true"
+        raise CellgnnInputError(f"sparse node features cannot be used with graph.{which}", field="graph.sparse_features",
+                                fix="set graph.sparse_features to auto or false")
+    if setting is False or dense_only:
+        return False
+    negative = (X.data.min() if sp.issparse(X) and X.nnz else np.min(X, initial=0.0)) < 0
+    if negative:
+        if setting is True:
+            raise CellgnnInputError("the preprocessed X has negative values, which sparse features cannot scale",
+                                    file="preprocessed.h5ad", field="graph.sparse_features",
+                                    fix="set graph.sparse_features to auto or false (or preprocess.transform to log1p)")
+        return False
+    return setting is True or (sp.issparse(X) and X.shape[0] * X.shape[1] > SPARSE_MIN_ENTRIES)
+
+
+def scale_sparse_features(X, train: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """Sparse node features ``x [N, G]`` (float32 CSR) from non-negative ``X``: each gene divided by its
+    maximum over the ``train`` cells ``[N]`` bool and clipped to 1 (genes absent from training: 0), i.e.
+    min-max scaling with the minimum fixed at 0. Returns ``(x, feature_min [G] zeros, maximum [G])``."""
+    x = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    hi = np.asarray(x[train].max(axis=0).todense(), dtype=np.float32).ravel()
+    x.data /= np.where(hi > 0, hi, np.inf)[x.indices]
+    np.minimum(x.data, 1.0, out=x.data)
+    x.eliminate_zeros()
+    if x.nnz < 2**31:
+        x.indices, x.indptr = x.indices.astype(np.int32), x.indptr.astype(np.int32)
+    return x, np.zeros_like(hi), hi
+
+
+def is_sparse(x) -> bool:
+    """Whether node features ``x`` are a scipy sparse matrix (``graph.sparse_features``), not a dense tensor."""
+    return sp.issparse(x)
+
+
+def dense_features(graph: dict, rows=None) -> torch.Tensor:
+    """The node features of ``graph`` as a dense float32 tensor ``[N, G]``, or only ``rows`` (indices or a
+    bool mask ``[N]``); sparse features are densified here, so callers on large graphs pass rows."""
+    x = graph["x"]
+    if rows is not None:
+        rows = torch.as_tensor(rows)
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().view(-1)
+    if is_sparse(x):
+        sub = x if rows is None else x[rows.cpu().numpy()]
+        return torch.from_numpy(sub.toarray().astype(np.float32, copy=False))
+    return x if rows is None else x[rows]
+
+
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Sort edges by (target, source); permute each per-edge array the same way.
 
@@ -196,21 +254,24 @@ def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray,
     if pca is None:
         pca = correct_batches(np.ascontiguousarray(adata.obsm["X_pca"][:, : cfg["n_pcs"]], dtype=np.float32),
                               donor_of_cell, cfg["batch_correction"], seed)
+    train = split == "train"
     if cfg["node_features"] == "pretrain":
         X = np.asarray(embedding, dtype=np.float32)
         genes = [f"pretrain_{i}" for i in range(X.shape[1])]
     else:
-        keep = (training_hvgs(adata, split == "train", cfg["hvg_training"]) if cfg["hvg_training"]
+        keep = (training_hvgs(adata, train, cfg["hvg_training"]) if cfg["hvg_training"]
                 else np.arange(adata.n_vars))
-        X = adata.X[:, keep]
-        X = (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
+        X = adata.X[:, keep] if keep.size < adata.n_vars else adata.X
         genes = [str(g) for g in adata.var_names[keep]]
-    if cfg["donor_standardize"]:
-        X = standardize_per_donor(X, donor_of_cell)
-    train = split == "train"
-    lo, hi = X[train].min(axis=0), X[train].max(axis=0)
-    rng_ = np.where(hi > lo, hi - lo, 1.0)
-    x = np.clip((X - lo) / rng_, 0.0, 1.0) * (hi > lo)
+    if use_sparse_features(X, cfg):
+        x, lo, hi = scale_sparse_features(X, train)
+    else:
+        X = (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
+        if cfg["donor_standardize"]:
+            X = standardize_per_donor(X, donor_of_cell)
+        lo, hi = X[train].min(axis=0), X[train].max(axis=0)
+        rng_ = np.where(hi > lo, hi - lo, 1.0)
+        x = torch.from_numpy(np.ascontiguousarray(np.clip((X - lo) / rng_, 0.0, 1.0) * (hi > lo), dtype=np.float32))
 
     classes = [str(c) for c in adata.obs["label"].cat.categories]
     donors = [str(c) for c in adata.obs["donor"].cat.categories]
@@ -218,7 +279,7 @@ def assemble_graph(adata: ad.AnnData, split: np.ndarray, edge_index: np.ndarray,
     cell_types = [str(c) for c in adata.obs["cell_type"].cat.categories] if has_ct else ["unknown"]
     samples = adata.obs["sample" if "sample" in adata.obs else "donor"].astype(str).astype("category")
     graph = {
-        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        "x": x,
         "pca": torch.from_numpy(pca),
         "y": torch.from_numpy(adata.obs["label"].cat.codes.to_numpy().astype(np.int64)),
         "edge_index": torch.from_numpy(edge_index),
@@ -272,7 +333,7 @@ def validate_graph(graph: dict, where: str) -> None:
     for key, ndim in REQUIRED.items():
         if key not in graph:
             raise CellgnnInputError("missing key", file=where, field=key, fix="rerun the graph stage")
-        if graph[key].dim() != ndim:
+        if graph[key].ndim != ndim:
             raise CellgnnInputError(f"expected {ndim} dims, got shape {tuple(graph[key].shape)}", file=where, field=key,
                                     fix="rerun the graph stage")
     n = graph["x"].shape[0]
@@ -320,7 +381,7 @@ def add_synthetic_nodes(graph: dict, x_syn: np.ndarray, y_syn: np.ndarray, k: in
     if s == 0:
         return {**graph, "synthetic_mask": torch.zeros(n, dtype=torch.bool)}
     train_idx = np.flatnonzero(graph["train_mask"].numpy())
-    xt = graph["x"].numpy()[train_idx]
+    xt = dense_features(graph, train_idx).numpy()
     pca = PCA(n_components=int(min(n_pcs, xt.shape[1], len(xt) - 1)), random_state=seed).fit(xt)
     k = int(min(k, len(train_idx)))
     nn_ = NearestNeighbors(n_neighbors=k).fit(pca.transform(xt))
@@ -338,7 +399,8 @@ def add_synthetic_nodes(graph: dict, x_syn: np.ndarray, y_syn: np.ndarray, k: in
     cat = lambda a, b: torch.cat([a, torch.as_tensor(b, dtype=a.dtype)])  # noqa: E731
     out = dict(graph)
     out.update(
-        x=cat(graph["x"], x_syn), pca=cat(graph["pca"], pca_syn), y=cat(graph["y"], y_syn),
+        x=(sp.vstack([graph["x"], sp.csr_matrix(np.asarray(x_syn, dtype=np.float32))], format="csr")
+           if is_sparse(graph["x"]) else cat(graph["x"], x_syn)), pca=cat(graph["pca"], pca_syn), y=cat(graph["y"], y_syn),
         edge_index=torch.from_numpy(ei), edge_weight=torch.from_numpy(ew),
         train_mask=cat(graph["train_mask"], np.ones(s, bool)),
         val_mask=cat(graph["val_mask"], np.zeros(s, bool)), test_mask=cat(graph["test_mask"], np.zeros(s, bool)),

@@ -27,7 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import CellgnnInputError
-from .graph import graph_fingerprint
+from .batching import gather_features
+from .graph import dense_features, graph_fingerprint, is_sparse
+from .inference import chunked_logits
 from .io import load_resume
 from .metrics import classification_metrics
 from .models import build_model, get_spec
@@ -156,23 +158,43 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         raise CellgnnInputError(f"{name}: no validation cells, so early stopping has nothing to watch",
                                 field="val_mask", fix="rebuild the graph (the graph stage draws validation cells "
                                 "from the training donors)")
-    x = graph["x"].to(device)
+    batching = cfg["batching"]
+    # sparse node features (graph.sparse_features) stay sparse: densified per mini-batch (cluster
+    # batching) and per inference chunk; full batching densifies the training block
+    sparse = is_sparse(graph["x"])
+    n = graph["x"].shape[0]
+    x = graph["x"] if sparse else graph["x"].to(device)
     y = graph["y"].to(device)
     ei = graph["edge_index"].to(device)
     ea = edge_attr.to(device) if edge_attr is not None else None
     train_mask = graph["train_mask"].to(device)
     val_mask = graph["val_mask"].to(device)
+
+    def rows(nodes: torch.Tensor):
+        if sparse and batching == "cluster":
+            return x[nodes.cpu().numpy()]
+        return dense_features(graph, nodes.cpu()).to(device) if sparse else x[nodes]
+
     if graph["graph_mode"] == "inductive":  # training pass sees the training block only
         tr_nodes = train_mask.nonzero().view(-1)
-        tr_ei, tr_ea = subgraph(tr_nodes, ei, ea, relabel_nodes=True, num_nodes=x.shape[0])
-        tr_x, tr_y, tr_mask = x[tr_nodes], y[tr_nodes], None
+        tr_ei, tr_ea = subgraph(tr_nodes, ei, ea, relabel_nodes=True, num_nodes=n)
+        tr_x, tr_y, tr_mask = rows(tr_nodes), y[tr_nodes], None
         # no edges join the split blocks: the validation block alone gives the val cells' logits
         va_nodes = val_mask.nonzero().view(-1)
-        va_ei, va_ea = subgraph(va_nodes, ei, ea, relabel_nodes=True, num_nodes=x.shape[0])
-        va_x, va_y, va_mask = x[va_nodes], y[va_nodes], None
+        va_ei, va_ea = subgraph(va_nodes, ei, ea, relabel_nodes=True, num_nodes=n)
+        va_x, va_y, va_mask = (None if sparse else x[va_nodes]), y[va_nodes], None
     else:
-        tr_x, tr_y, tr_ei, tr_ea, tr_mask = x, y, ei, ea, train_mask
-        va_x, va_y, va_ei, va_ea, va_mask = x, y, ei, ea, val_mask
+        tr_x, tr_y, tr_ei, tr_ea, tr_mask = (rows(torch.arange(n)) if sparse else x), y, ei, ea, train_mask
+        va_x, va_y, va_ei, va_ea, va_mask = (None if sparse else x), y, ei, ea, val_mask
+        va_nodes = val_mask.nonzero().view(-1)
+    pca = graph["pca"].numpy()
+    chunk = int(cfg["inference_cells"])
+
+    def val_logits() -> torch.Tensor:
+        if not sparse:
+            return model(va_x, va_ei, va_ea)
+        logits = chunked_logits(model, x, graph["edge_index"], va_nodes.cpu().numpy(), edge_attr, pca, chunk, device)
+        return logits.to(device) if va_mask is None else _scatter_rows(logits.to(device), va_nodes, n)
     # class weights balance rare classes in the loss
     counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
     weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg["class_weights"] else None
@@ -191,7 +213,6 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         opt.step()
         return float(loss.detach())
 
-    batching = cfg["batching"]
     if batching == "cluster":  # Cluster-GCN mini-batches over the training graph (cellgnn.batching)
         from .batching import ClusterBatches, pca_partition
 
@@ -228,14 +249,15 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
                 if not bool(mb.any()):
                     continue
                 eab = None if tr_ea is None else tr_ea[b.edge_ids.to(device)]
-                total += step(tr_x[nid], b.edge_index.to(device), eab, tr_y[nid], mb) * int(mb.sum())
+                xb = gather_features(tr_x, b.node_ids).to(device)
+                total += step(xb, b.edge_index.to(device), eab, tr_y[nid], mb) * int(mb.sum())
                 seen += int(mb.sum())
             train_loss = total / max(1, seen)
         else:
             train_loss = step(tr_x, tr_ei, tr_ea, tr_y, tr_mask)
         model.eval()
         with torch.no_grad():
-            logits = model(va_x, va_ei, va_ea)
+            logits = val_logits()
             val_loss = float(loss_fn(logits if va_mask is None else logits[va_mask],
                                      va_y if va_mask is None else va_y[va_mask]))
         if not np.isfinite(val_loss):
@@ -259,11 +281,20 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         model = distill.student()
     model.eval()
     with torch.no_grad():
-        proba = torch.softmax(model(x, ei, ea), dim=1).cpu().numpy().astype(np.float64)
+        logits = (chunked_logits(model, x, graph["edge_index"], np.arange(n), edge_attr, pca, chunk, device)
+                  if sparse else model(x, ei, ea))
+        proba = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
     te = graph["test_mask"].numpy()
     LOG.info("%s: best epoch %d of %d, val loss %.4f", name, best["epoch"], len(history), best["loss"])
     return TrainResult(model.cpu(), classification_metrics(graph["y"].numpy()[te], proba[te]), proba,
                        history, best["epoch"], resumed_from_epoch=resumed)
+
+
+def _scatter_rows(rows: torch.Tensor, nodes: torch.Tensor, n: int) -> torch.Tensor:
+    """``[n, C]`` with ``rows [B, C]`` at ``nodes [B]`` and zeros elsewhere (logits read through a mask)."""
+    out = rows.new_zeros((n, rows.shape[1]))
+    out[nodes] = rows
+    return out
 
 
 def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:

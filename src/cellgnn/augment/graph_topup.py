@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import CellgnnInputError
+from ..graph import dense_features
 from .activa import ActivaConfig, ActivaTrainer, generate
 from .data import library_normalize
 
@@ -52,16 +53,15 @@ def _node_feature_map(adata, graph: dict, file: str):
             return np.sqrt(x)
         return x
 
-    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-    train = graph["train_mask"].numpy()
-    lo, hi = X[train].min(axis=0), X[train].max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
+    train = np.flatnonzero(graph["train_mask"].numpy())
+    lo, span = graph["feature_min"].numpy(), graph["feature_range"].numpy()
 
     def to_nodes(counts: np.ndarray) -> np.ndarray:
-        return (np.clip((transformed(counts) - lo) / span, 0.0, 1.0) * (hi > lo)).astype(np.float32)
+        scaled = (transformed(counts) - lo) / np.where(span > 0, span, 1.0)
+        return (np.clip(scaled, 0.0, 1.0) * (span > 0)).astype(np.float32)
 
-    check = to_nodes(_counts(adata)[train][:50])
-    if not np.allclose(check, graph["x"].numpy()[train][:50], atol=1e-3):
+    check = to_nodes(_counts(adata)[train[:50]])
+    if not np.allclose(check, dense_features(graph, train[:50]).numpy(), atol=1e-3):
         raise CellgnnInputError("cannot reproduce the graph's node features from preprocessed.h5ad",
                                 file=file, field="x", fix="rebuild the graph from this preprocessed.h5ad")
     return to_nodes

@@ -104,7 +104,7 @@ def compute_edge_features(graph: dict, cfg: dict, seed: int, device: torch.devic
     validate_inputs(graph, cfg, file)
     ei = torch.as_tensor(graph["edge_index"], dtype=torch.long)
     ei_np = ei.numpy()
-    n = int(torch.as_tensor(graph["x"]).shape[0])
+    n = int(graph["x"].shape[0])
     loop = ei_np[0] == ei_np[1]
     train = np.asarray(graph["train_mask"], dtype=bool)
     blocks, columns, groups = [], [], {}

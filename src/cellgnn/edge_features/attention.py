@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import ClusterBatches, pca_partition
+from ..graph import dense_features
 from ..io import load_resume
 from ..models.fast_conv import FastGATConv
 
@@ -79,7 +80,7 @@ def attention_features(graph: dict, target: np.ndarray, train_mask: np.ndarray, 
                              + np.asarray(target).tobytes() + np.asarray(train_mask).tobytes()
                              + np.asarray(graph["edge_index"]).tobytes()).hexdigest()[:16]
     torch.manual_seed(seed)
-    x = torch.as_tensor(graph["x"], dtype=torch.float32)
+    x = dense_features(graph).float()
     n = x.shape[0]
     ei_in = torch.as_tensor(graph["edge_index"], dtype=torch.long)
     n_edges = ei_in.shape[1]

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from ..errors import CellgnnInputError
+from ..graph import dense_features
 from .ig import IGResult, IGSettings, control_reference, donor_control_reference, integrated_gradients
 from .methods import (attention_rankings, de_rankings, edge_group_weights, first_layer_weights, gnnexplainer_masks,
                       random_rankings, read_ablation)
@@ -226,7 +227,7 @@ def _select(g: dict, params: dict, n_cells: int) -> _Selection:
         raise CellgnnInputError(f"unknown subset '{subset}'", field="explain.cells_from", fix="use train, val, test or all")
     keep = masks[subset].numpy() & np.isin(y, [classes.index(c) for c in explain_classes])
     cells = select_cells(keep, y, n_cells, np.random.default_rng(int(params["seed"])))
-    return _Selection(classes, genes, cell_types, explain_classes, g["x"].float(), y, g["cell_type"].numpy(),
+    return _Selection(classes, genes, cell_types, explain_classes, dense_features(g).float(), y, g["cell_type"].numpy(),
                       subset, cells)
 
 

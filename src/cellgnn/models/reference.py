@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import CellgnnInputError
 
@@ -35,7 +36,9 @@ class Fitted:
 def expression(graph: dict) -> np.ndarray:
     """Normalized expression ``[N, G]`` (the preprocessed values) recovered from the min-max scaled
     node features with the graph's scaler; the features themselves when it is not stored."""
-    x = graph["x"].numpy().astype(np.float64)
+    from ..graph import dense_features
+
+    x = dense_features(graph).numpy().astype(np.float64)
     if "feature_min" not in graph:
         return x
     return x * graph["feature_range"].numpy() + graph["feature_min"].numpy()
@@ -61,7 +64,7 @@ def variable_genes(X: np.ndarray, n_genes: int) -> np.ndarray:
 def fit_logreg(graph: dict, params: dict, seed: int, features: str = "genes") -> Fitted:
     from sklearn.linear_model import LogisticRegression
 
-    X = (graph["x"] if features == "genes" else graph["pca"]).numpy()
+    X = graph["pca"].numpy() if features != "genes" else graph["x"] if sp.issparse(graph["x"]) else graph["x"].numpy()
     y = graph["y"].numpy()
     tr = graph["train_mask"].numpy()
     clf = LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]), random_state=seed)
