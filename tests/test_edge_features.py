@@ -70,6 +70,18 @@ def test_node2vec_separates_communities():
     assert edge_dot(emb, ei).shape == (ei.shape[1],)
 
 
+def test_node2vec_same_bytes_for_any_thread_count():
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 300, 2000)
+    dst = (src + rng.integers(1, 20, 2000)) % 300
+    ei = np.vstack([np.r_[src, dst], np.r_[dst, src]])
+    w = rng.random(ei.shape[1]) + 0.1
+    kw = dict(dim=8, walk_length=12, walks_per_node=3, p=0.5, q=2.0, window=3, batch_size=512, seed=3)
+    one = node2vec_embeddings(ei, w, 300, threads=1, **kw)
+    for t in (2, 3):
+        assert np.array_equal(node2vec_embeddings(ei, w, 300, threads=t, **kw), one)
+
+
 def test_contract_shapes_groups_and_ranges():
     g = make_graph()
     ef = compute_edge_features(g, CFG, seed=0)
