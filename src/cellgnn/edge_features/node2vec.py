@@ -145,12 +145,14 @@ def _sgns_steps(walks, order, first_step, n_steps, walks_per_step, window, negat
     for step in range(first_step, first_step + n_steps):
         lr = np.float32(lr0 * max(0.01, 1.0 - (done + step + 1) / total_steps))
         state = _mix(seed ^ (np.uint64(step) * GOLDEN))
-        for q in range(n_pool):
+        for q in range(n_pool):  # the draws, then the rows: their (cache-missing) loads overlap
             state, u = _uniform(state)
             pool[q] = table[int(u * table.shape[0])]
+        for q in range(n_pool):
+            v = pool[q]
             for f in range(dim):
-                pool_ctx[q, f] = tab[pool[q], 1, f]
-                pool_grad[q, f] = 0.0
+                pool_ctx[q, f] = tab[v, 1, f]
+        pool_grad[:] = 0.0
         j = 0
         n_rows = 0
         for a in range(step * walks_per_step, min((step + 1) * walks_per_step, order.shape[0])):
