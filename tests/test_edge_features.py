@@ -3,7 +3,7 @@ import pytest
 import torch
 from edgefeat_fixtures import make_graph, permute_edges
 
-from cellgnn.edge_features import (check_edge_features, compute_edge_features, select_groups)
+from cellgnn.edge_features import (GROUPS, check_edge_features, compute_edge_features, select_groups)
 from cellgnn.edge_features.attention import AuxGAT, with_all_self_loops
 from cellgnn.edge_features.curvature import forman_curvature, rescale_symmetric
 from cellgnn.edge_features.node2vec import edge_dot, node2vec_embeddings, random_walks, walk_graph
@@ -70,6 +70,18 @@ def test_node2vec_separates_communities():
     assert edge_dot(emb, ei).shape == (ei.shape[1],)
 
 
+def test_node2vec_same_bytes_for_any_thread_count():
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 300, 2000)
+    dst = (src + rng.integers(1, 20, 2000)) % 300
+    ei = np.vstack([np.r_[src, dst], np.r_[dst, src]])
+    w = rng.random(ei.shape[1]) + 0.1
+    kw = dict(dim=8, walk_length=12, walks_per_node=3, p=0.5, q=2.0, window=3, batch_size=512, seed=3)
+    one = node2vec_embeddings(ei, w, 300, threads=1, **kw)
+    for t in (2, 3):
+        assert np.array_equal(node2vec_embeddings(ei, w, 300, threads=t, **kw), one)
+
+
 def test_contract_shapes_groups_and_ranges():
     g = make_graph()
     ef = compute_edge_features(g, CFG, seed=0)
@@ -91,6 +103,19 @@ def test_contract_shapes_groups_and_ranges():
     check_edge_features(ef, g)
     check_edge_features(compute_edge_features(g, CFG, seed=0), g)
     assert torch.equal(compute_edge_features(g, CFG, seed=0)["edge_attr"], ef["edge_attr"])  # deterministic
+
+
+def test_node2vec_beside_the_aux_gats_gives_the_same_column():
+    g = make_graph()
+    t1, t2, before = {}, {}, torch.get_num_threads()
+    one = compute_edge_features(g, CFG, seed=0, threads=1, timings=t1)  # groups in turn
+    two = compute_edge_features(g, CFG, seed=0, threads=2, timings=t2)  # node2vec in a background thread
+    assert set(t1) == set(t2) == set(GROUPS)
+    assert one["columns"] == two["columns"] and one["groups"] == two["groups"]
+    assert torch.equal(two["edge_attr"][:, 8:], one["edge_attr"][:, 8:])  # curvature, node2vec: same bytes
+    assert torch.allclose(two["edge_attr"][:, :8], one["edge_attr"][:, :8], atol=1e-5)
+    assert torch.equal(compute_edge_features(g, CFG, seed=0, threads=2)["edge_attr"], two["edge_attr"])
+    assert torch.get_num_threads() == before  # the aux GATs' thread count is restored
 
 
 def test_permuting_edges_permutes_features_identically():

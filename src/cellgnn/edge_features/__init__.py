@@ -12,11 +12,20 @@ Groups (selectable with ``edge_features.groups``):
 Self-loops: attention columns hold the attention a node pays to itself; curvature
 and node2vec are rescaled over the non-loop edges and set to exactly 0 on loops
 (a loop has no curvature, and ⟨z_i, z_i⟩ = ‖z_i‖² is not a similarity to a neighbour).
+
+Threads: with ``threads`` >= 2 and node2vec requested beside an attention group, node2vec
+(compiled, single-threaded, GIL released) runs in a background thread while the
+auxiliary GATs train with ``threads - 1`` torch threads; otherwise each group runs in
+turn with all ``threads``. The groups share no state, so the node2vec column is the same
+either way; the attention columns, like any torch computation, may differ in float
+rounding between torch thread counts, and are the same for the same ``threads``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,48 +101,75 @@ def validate_inputs(graph: dict, cfg: dict, file: str | None = None) -> None:
 
 
 def compute_edge_features(graph: dict, cfg: dict, seed: int, device: torch.device | str = "cpu",
-                          file: str | None = None, resume: str | Path | None = None) -> dict:
+                          file: str | None = None, resume: str | Path | None = None, threads: int | None = None,
+                          timings: dict | None = None) -> dict:
     """Edge features of ``graph`` (contract dict) per ``cfg`` (the ``edge_features`` config section).
 
     resume: path prefix of the auxiliary GATs' resumable checkpoints (``<resume>.<group>_resume.pt``).
+    threads: CPU threads to use (default: torch's current count); see the module docstring.
+    timings: if given, filled with seconds per group (from its start to its end; node2vec's
+    overlaps the attention groups' when it runs beside them).
 
     Returns ``{"edge_attr": float32 [E, F], "edge_index": int64 [2, E] (copy),
     "columns": list[str] (F), "groups": {group: [column indices]}, "self_loop": bool [E]}``.
     """
     cfg = _config(cfg)
     validate_inputs(graph, cfg, file)
+    threads = torch.get_num_threads() if threads is None else max(1, int(threads))
+    timings = {} if timings is None else timings
     ei = torch.as_tensor(graph["edge_index"], dtype=torch.long)
     ei_np = ei.numpy()
     n = int(graph["x"].shape[0])
     loop = ei_np[0] == ei_np[1]
     train = np.asarray(graph["train_mask"], dtype=bool)
+    ew = np.asarray(graph["edge_weight"]) if "edge_weight" in graph else None
+
+    def node2vec_column(g_i: int, n2v_threads: int) -> np.ndarray:
+        t = time.perf_counter()
+        emb = node2vec_embeddings(ei_np, ew, n, seed=seed + 1000 * g_i, device=device, threads=n2v_threads,
+                                  **cfg["node2vec"])
+        col = _loops_to_zero(rescale_symmetric(edge_dot(emb, ei_np), ~loop), loop)
+        timings["node2vec"] = time.perf_counter() - t
+        return col
+
+    attention = [g for g in cfg["groups"] if g in ("celltype_attention", "donor_attention")]
+    overlap = threads >= 2 and "node2vec" in cfg["groups"] and bool(attention)
     blocks, columns, groups = [], [], {}
-    for g_i, group in enumerate(cfg["groups"]):
-        start = len(columns)
-        if group in ("celltype_attention", "donor_attention"):
-            key, tag = ("cell_type", "celltype") if group == "celltype_attention" else ("donor", "donor")
-            alpha = attention_features(
-                graph, np.asarray(graph[key]), train, heads=cfg["heads"], hidden=cfg["hidden"],
-                dropout=cfg["dropout"], epochs=cfg["aux_epochs"], lr=cfg["aux_lr"],
-                weight_decay=cfg["aux_weight_decay"], batching=cfg["batching"], num_parts=cfg["num_parts"],
-                parts_per_batch=cfg["parts_per_batch"], seed=seed + 1000 * g_i, device=device, name=tag,
-                checkpoint=None if resume is None else f"{resume}.{tag}_resume.pt",
-                checkpoint_every=cfg["checkpoint_every"])
-            blocks.append(alpha)
-            columns += [f"{tag}_att_h{h}" for h in range(alpha.shape[1])]
-        elif group == "curvature":
-            c = forman_curvature(ei_np, np.asarray(graph["edge_weight"]), n,
-                                 include_self_loops=cfg["curvature_include_self_loops"])
-            blocks.append(_loops_to_zero(rescale_symmetric(c, ~loop), loop))
-            columns.append("curvature")
-        else:
-            nv = cfg["node2vec"]
-            emb = node2vec_embeddings(ei_np, np.asarray(graph["edge_weight"]) if "edge_weight" in graph else None,
-                                      n, seed=seed + 1000 * g_i, device=device, **nv)
-            blocks.append(_loops_to_zero(rescale_symmetric(edge_dot(emb, ei_np), ~loop), loop))
-            columns.append("node2vec")
-        groups[group] = list(range(start, len(columns)))
-        LOG.info("edge features: group %s -> columns %s", group, groups[group])
+    torch_threads = torch.get_num_threads()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        n2v = pool.submit(node2vec_column, cfg["groups"].index("node2vec"), 1) if overlap else None
+        torch.set_num_threads(threads - 1 if overlap else threads)
+        try:
+            for g_i, group in enumerate(cfg["groups"]):
+                start, t = len(columns), time.perf_counter()
+                if group in ("celltype_attention", "donor_attention"):
+                    key, tag = ("cell_type", "celltype") if group == "celltype_attention" else ("donor", "donor")
+                    alpha = attention_features(
+                        graph, np.asarray(graph[key]), train, heads=cfg["heads"], hidden=cfg["hidden"],
+                        dropout=cfg["dropout"], epochs=cfg["aux_epochs"], lr=cfg["aux_lr"],
+                        weight_decay=cfg["aux_weight_decay"], batching=cfg["batching"],
+                        num_parts=cfg["num_parts"], parts_per_batch=cfg["parts_per_batch"],
+                        seed=seed + 1000 * g_i, device=device, name=tag,
+                        checkpoint=None if resume is None else f"{resume}.{tag}_resume.pt",
+                        checkpoint_every=cfg["checkpoint_every"])
+                    blocks.append(alpha)
+                    columns += [f"{tag}_att_h{h}" for h in range(alpha.shape[1])]
+                    if overlap and group == attention[-1]:
+                        torch.set_num_threads(threads)  # the last auxiliary GAT is done
+                    timings[group] = time.perf_counter() - t
+                elif group == "curvature":
+                    c = forman_curvature(ei_np, np.asarray(graph["edge_weight"]), n,
+                                         include_self_loops=cfg["curvature_include_self_loops"])
+                    blocks.append(_loops_to_zero(rescale_symmetric(c, ~loop), loop))
+                    columns.append("curvature")
+                    timings[group] = time.perf_counter() - t
+                else:
+                    blocks.append(n2v.result() if n2v is not None else node2vec_column(g_i, threads))
+                    columns.append("node2vec")
+                groups[group] = list(range(start, len(columns)))
+                LOG.info("edge features: group %s -> columns %s", group, groups[group])
+        finally:
+            torch.set_num_threads(torch_threads)
     attr = np.concatenate([b.reshape(ei.shape[1], -1) for b in blocks], axis=1).astype(np.float32)
     return {"edge_attr": torch.from_numpy(attr), "edge_index": ei.clone(), "columns": columns,
             "groups": groups, "self_loop": torch.from_numpy(loop)}

@@ -11,9 +11,13 @@ unigram^0.75 distribution of the walks. Training is mini-batch SGD with word2vec
 linear learning-rate decay: a step's gradients are all taken at the same parameters
 and their sum is applied (as ``index_add`` would), with hand-written gradients.
 
-Both run single-threaded in compiled loops (no barrier per step, no thread pool).
+Both run in compiled loops that release the GIL. The walks are spread over ``threads``
+numba threads (each walk depends on the seed and its own index only); the skip-gram runs
+single-threaded (a step is too short for a barrier per step to pay, and its rows
+depend on the previous step's).
 Determinism: every random draw comes from a counter-based generator (splitmix64) keyed
-by the seed and the walk (or pair) it belongs to, so a seed gives the same bytes.
+by the seed and the walk (or pair) it belongs to, so a seed gives the same bytes with any
+number of threads.
 """
 
 from __future__ import annotations
@@ -70,9 +74,9 @@ def _is_neighbour(t, x, indptr, indices):
     return lo < indptr[t + 1] and indices[lo] == x
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _walks_kernel(indptr, indices, cum, n, walk_length, n_walks, inv_p, inv_q, alpha_max, biased, seed, out):
-    for r in range(n_walks):
+    for r in numba.prange(n_walks):  # walk r depends on (seed, r) only
         state = _mix(seed ^ (np.uint64(r) * GOLDEN))
         cur = r % n
         prev = -1
@@ -121,7 +125,7 @@ def random_walks(adj: sp.csr_matrix, walk_length: int, walks_per_node: int, p: f
 
 
 # ------------------------------------------------------------------ skip-gram
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _sgns_steps(walks, order, first_step, n_steps, walks_per_step, window, negatives, table, tab, lr0, done,
                 total_steps, seed, loss_every, pool, pool_ctx, pool_grad, touched, rows, ec, neu):
     """Steps ``first_step .. first_step + n_steps - 1`` of mini-batch SGD; returns (sampled loss sum, samples).
@@ -141,12 +145,14 @@ def _sgns_steps(walks, order, first_step, n_steps, walks_per_step, window, negat
     for step in range(first_step, first_step + n_steps):
         lr = np.float32(lr0 * max(0.01, 1.0 - (done + step + 1) / total_steps))
         state = _mix(seed ^ (np.uint64(step) * GOLDEN))
-        for q in range(n_pool):
+        for q in range(n_pool):  # the draws, then the rows: their (cache-missing) loads overlap
             state, u = _uniform(state)
             pool[q] = table[int(u * table.shape[0])]
+        for q in range(n_pool):
+            v = pool[q]
             for f in range(dim):
-                pool_ctx[q, f] = tab[pool[q], 1, f]
-                pool_grad[q, f] = 0.0
+                pool_ctx[q, f] = tab[v, 1, f]
+        pool_grad[:] = 0.0
         j = 0
         n_rows = 0
         for a in range(step * walks_per_step, min((step + 1) * walks_per_step, order.shape[0])):
@@ -218,7 +224,7 @@ def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, 
                         dim: int = 16, walk_length: int = 80, walks_per_node: int = 10,
                         p: float = 1.0, q: float = 1.0, window: int = 5, negatives: int = 5,
                         epochs: int = 1, batch_size: int = 16384, lr: float = 0.025, pool_size: int = 2048,
-                        seed: int = 0, device=None) -> np.ndarray:
+                        seed: int = 0, device=None, threads: int | None = None) -> np.ndarray:
     """Node embeddings float32 ``[N, dim]`` from walks + skip-gram with negative sampling.
 
     Each epoch draws fresh walks, visits them in a random order and takes one SGD
@@ -227,8 +233,22 @@ def node2vec_embeddings(edge_index: np.ndarray, edge_weight: np.ndarray | None, 
     Negatives: a unigram^0.75 table of the walks' node counts, ``pool_size`` draws per step.
     Nodes are renumbered internally in reverse Cuthill–McKee order (graph neighbours
     get nearby rows, so a walk's rows share cache lines and pages); the result is in
-    the caller's numbering. Runs on CPU (``device`` is accepted and ignored).
+    the caller's numbering. Runs on CPU (``device`` is accepted and ignored); the walks
+    use ``threads`` numba threads (default: numba's current count; capped at numba's
+    maximum). The result is the same bytes for any ``threads``.
     """
+    threads = numba.get_num_threads() if threads is None else max(1, int(threads))
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _node2vec(edge_index, edge_weight, num_nodes, dim, walk_length, walks_per_node, p, q, window,
+                         negatives, epochs, batch_size, lr, pool_size, seed)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _node2vec(edge_index, edge_weight, num_nodes, dim, walk_length, walks_per_node, p, q, window, negatives,
+              epochs, batch_size, lr, pool_size, seed):
     from scipy.sparse.csgraph import reverse_cuthill_mckee
 
     rng = np.random.default_rng(seed)
