@@ -9,7 +9,8 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed, graph=smk.params.graph)
+    run_umap_embedding(smk.input.adata, smk.output.embedding, seed=smk.params.seed, graph=smk.params.graph,
+                       epochs=smk.params.epochs)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -71,7 +71,7 @@ class Neighbourhoods:
 @torch.no_grad()
 def chunked_logits(model: torch.nn.Module, x, edge_index: torch.Tensor, roots: np.ndarray,
                    edge_attr: torch.Tensor | None = None, pca: np.ndarray | None = None,
-                   chunk_cells: int = 16384, device: torch.device | None = None) -> torch.Tensor:
+                   chunk_cells: int = 65536, device: torch.device | None = None) -> torch.Tensor:
     """The model's logits ``[B, C]`` at ``roots [B]`` (node ids, in that order), chunk by chunk.
 
     x: node features ``[N, G]``, a dense tensor or a scipy CSR matrix (densified per chunk);

@@ -33,9 +33,24 @@ def best_run(models_csv: pd.DataFrame, split: str, metric: str = "macro_f1") -> 
 
 
 # ---------------------------------------------------------------- UMAP
-def umap_embedding(adata, seed: int = 0, graph: dict | None = None) -> pd.DataFrame:
+UMAP_FULL_EPOCHS_CELLS = 100_000  # figures.umap_epochs null: umap-learn's default epochs up to this many cells
+
+
+def umap_epochs(n_cells: int, setting: int | None = None) -> int | None:
+    """UMAP epochs for ``n_cells`` (``figures.umap_epochs``): ``setting`` when given; else None (umap-learn's
+    default) up to ``UMAP_FULL_EPOCHS_CELLS`` cells and ``200 * UMAP_FULL_EPOCHS_CELLS / n_cells`` (at least
+    50) above: every epoch samples every edge, so larger graphs get as many updates in fewer epochs."""
+    if setting is not None:
+        return int(setting)
+    if n_cells <= UMAP_FULL_EPOCHS_CELLS:
+        return None
+    return max(50, round(200 * UMAP_FULL_EPOCHS_CELLS / n_cells))
+
+
+def umap_embedding(adata, seed: int = 0, graph: dict | None = None, epochs: int | None = None) -> pd.DataFrame:
     """2-D UMAP of the cells from their kNN graph (:func:`cellgnn.neighbors.neighbors` with the
-    ``graph`` config section: k, n_pcs, metric, knn_method), seeded.
+    ``graph`` config section: k, n_pcs, metric, knn_method), seeded; ``epochs``: ``figures.umap_epochs``
+    (:func:`umap_epochs`).
 
     adata: preprocessed AnnData with ``obsm["X_pca"]``; returns a DataFrame indexed by
     cell id with columns ``umap1, umap2`` (arbitrary units).
@@ -49,7 +64,7 @@ def umap_embedding(adata, seed: int = 0, graph: dict | None = None) -> pd.DataFr
     adata = _pca_only(adata)
     neighbors(adata, k=cfg["k"], n_pcs=cfg["n_pcs"], metric=cfg["metric"], method=cfg["knn_method"], seed=seed,
               ann_threshold=cfg["ann_threshold"])
-    sc.tl.umap(adata, random_state=seed)
+    sc.tl.umap(adata, random_state=seed, maxiter=umap_epochs(adata.n_obs, epochs))
     emb = adata.obsm["X_umap"]
     return pd.DataFrame({"umap1": emb[:, 0], "umap2": emb[:, 1]}, index=pd.Index(adata.obs_names, name="cell_id"))
 
@@ -303,11 +318,12 @@ def _best_predictions(models_csv: str, prediction_files: list[str], split: str) 
     return model, [pd.concat(v, ignore_index=True) for _, v in sorted(by_seed.items())]
 
 
-def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0, graph: dict | None = None) -> None:
+def run_umap_embedding(adata_path: str, out_csv: str, seed: int = 0, graph: dict | None = None,
+                       epochs: int | None = None) -> None:
     """Rule umap_embedding: UMAP coordinates of every cell to ``out_csv`` (``cell_id, umap1, umap2``)."""
     import anndata as ad
 
-    emb = umap_embedding(ad.read_h5ad(adata_path, backed="r"), seed=seed, graph=graph)
+    emb = umap_embedding(ad.read_h5ad(adata_path, backed="r"), seed=seed, graph=graph, epochs=epochs)
     with atomic_path(out_csv) as tmp:
         emb.to_csv(tmp, float_format="%.5f")
 

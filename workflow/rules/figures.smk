@@ -20,6 +20,7 @@ rule umap_embedding:
     params:
         seed=config["seed"],
         graph=config["graph"],
+        epochs=config["figures"]["umap_epochs"],
     conda:
         "../../envs/plots.yaml"
     script:
