@@ -180,3 +180,14 @@ def test_composition_takes_cell_types_from_the_celltype_stage():
     assert check_design(obs, validate_config({**no_types, "dataset": "x"}), "study.h5ad")["call_unit"] == "sample"
     with pytest.raises(CellgnnInputError, match="needs cell types"):
         check_design(obs, validate_config({**no_types, "dataset": "x", "celltype": {"enabled": False}}), "study.h5ad")
+
+
+def test_explain_and_augment_can_be_switched_off():
+    cfg = _cfg(explain__enabled=False, augment__enabled=False)
+    plan = preflight(cfg)
+    run = resolve_run(cfg, plan)
+    assert not run["explain"]["run"] and not run["augment"] and run["gat_activa_units"] == []
+    assert "explanations left out (explain.enabled: false)" in plan.notes
+    assert "augmentation left out (augment.enabled: false)" in plan.notes
+    on = resolve_run(_cfg(), preflight(_cfg()))
+    assert on["explain"]["run"] and on["augment"]

@@ -77,3 +77,34 @@ def test_a_user_config_inherits_nothing_from_the_demo(tmp_path):
     for section in ("graph", "train", "augment", "evaluation"):
         assert resolved[section] == defaults[section], section
     assert resolved["explain"]["split"] is None and resolved["explain"]["model"] == "auto"
+
+
+@pytest.mark.slow
+def test_atlas_settings_sparse_features_cluster_batches_and_no_optional_stages(tmp_path):
+    """The settings of an atlas-scale run on a small study: sparse node features, Cluster-GCN training,
+    chunked inference, explain and augment switched off; the results file holds every cell's call."""
+    data = six_donor_study(tmp_path / "study.h5ad")
+    cfg = {"dataset": "atlas", "device": "cpu",
+           "data": {"source": "file", "file": {"path": str(data)},
+                    "keys": {"label": "severity", "donor": "patient", "cell_type": None}},
+           "preprocess": {"min_genes": 20, "n_pcs": 20, "max_mito_fraction": 1.0},
+           "celltype": {"enabled": False},
+           "graph": {"split_modes": ["cells"], "k": 10, "n_pcs": 20, "sparse_features": True},
+           "train": {"models": ["logreg", "gat"], "seeds": [0], "max_epochs": 20, "patience": 5,
+                     "batching": "cluster", "num_parts": 8, "parts_per_batch": 3, "inference_cells": 100},
+           "explain": {"enabled": False}, "augment": {"enabled": False}}
+    (tmp_path / "atlas.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    snakemake("--cores", "2", "--resources", "gpu=2", "--configfile", str(tmp_path / "atlas.yaml"), "--directory",
+              str(work))
+    res = work / "results" / "atlas"
+    assert not (res / "explain").exists() and not (res / "augment").exists()
+    import torch
+
+    graph = torch.load(res / "graph" / "cells.pt", weights_only=False)
+    assert sp.isspmatrix_csr(graph["x"])
+    m = json.loads((res / "models" / "cells" / "gat" / "seed0" / "metrics.json").read_text())
+    assert m["test"]["balanced_accuracy"] > 0.5  # three classes: chance 0.33
+    out = ad.read_h5ad(res / "cellgnn.h5ad")
+    assert out.n_obs == graph["x"].shape[0] and "explanations left out (explain.enabled: false)" in (
+        res / "summary.md").read_text()

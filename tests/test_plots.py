@@ -31,3 +31,11 @@ def test_plot_umap_writes_and_checks_cells(pre, tmp_path):
     with pytest.raises(CellgnnInputError, match="no UMAP coordinates.*rerun rule umap_embedding"):
         plot_umap(obs, emb.iloc[10:], _predictions(obs), str(tmp_path / "x.png"), None, "gat")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_umap_epochs_shrink_above_100k_cells():
+    from cellgnn.plots import umap_epochs
+
+    assert umap_epochs(5_000) is None and umap_epochs(100_000) is None
+    assert umap_epochs(200_000) == 100 and umap_epochs(1_000_000) == 50 and umap_epochs(10_000_000) == 50
+    assert umap_epochs(1_000_000, 300) == 300
