@@ -17,13 +17,15 @@ def test_weighted_auroc_equals_sklearn_with_repeated_cells():
     rng = np.random.default_rng(0)
     scores = np.round(rng.random(200), 2)  # ties included
     pos = rng.random(200) < 0.4
-    weights = rng.integers(0, 4, size=(5, 200)).astype(float)
-    got = weighted_auroc(scores, pos, weights)
+    group = rng.integers(0, 7, 200)  # each cell's donor
+    weights = rng.integers(0, 4, size=(5, 7)).astype(float)  # each donor's bootstrap count
+    got = weighted_auroc(scores, pos, group, weights)
     for b in range(5):
-        keep = weights[b] > 0
-        want = roc_auc_score(pos[keep], scores[keep], sample_weight=weights[b][keep])
+        w = weights[b][group]
+        keep = w > 0
+        want = roc_auc_score(pos[keep], scores[keep], sample_weight=w[keep])
         assert got[b] == pytest.approx(want, abs=1e-12)
-    assert np.isnan(weighted_auroc(scores, np.zeros(200, bool), weights)).all()  # no positives
+    assert np.isnan(weighted_auroc(scores, np.zeros(200, bool), group, weights)).all()  # no positives
 
 
 def test_confusion_metrics_match_classification_metrics():

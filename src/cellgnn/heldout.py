@@ -113,28 +113,34 @@ def _donor_weights(n_donors: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_donors, np.full(n_donors, 1.0 / n_donors), size=n_boot).astype(float)
 
 
-def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUROC of ``scores [N]`` for the cells of each row of ``weights [B, N]`` (a cell
-    counted ``w`` times; ties count one half): the Mann-Whitney statistic, in one sorted pass."""
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, group: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of ``scores [N]`` for each row of ``weights [B, G]``, a cell of group ``group [N]``
+    (0..G-1, e.g. its donor) counted as often as its group's weight (ties count one half): the
+    Mann-Whitney statistic. One sorted pass counts, for every pair of groups, the positive-negative
+    pairs in order ``[G, G]``; each replicate is then a weighted sum of those counts."""
+    n_groups = weights.shape[1]
     order = np.argsort(scores, kind="stable")
-    s, pos = scores[order], positive[order]
-    w = weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w_pos = np.add.reduceat(w * pos, starts, axis=1)
-    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(w_neg, axis=1) - w_neg
-    total = w_pos.sum(1) * w_neg.sum(1)
+    s, pos, g = scores[order], positive[order], np.asarray(group)[order]
+    tie = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1  # tie group of each sorted cell
+    n_ties = int(tie[-1]) + 1 if tie.size else 0
+    flat = tie * n_groups + g
+    pos_n = np.bincount(flat[pos], minlength=n_ties * n_groups).reshape(n_ties, n_groups).astype(float)
+    neg_n = np.bincount(flat[~pos], minlength=n_ties * n_groups).reshape(n_ties, n_groups).astype(float)
+    below = np.cumsum(neg_n, axis=0) - neg_n  # negatives of each group scored strictly lower
+    pairs = pos_n.T @ (below + 0.5 * neg_n)  # [G, G]: positives of group a over negatives of group b
+    total = (weights @ pos_n.sum(0)) * (weights @ neg_n.sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (w_pos * (below + 0.5 * w_neg)).sum(1) / total, np.nan)
+        return np.where(total > 0, ((weights @ pairs) * weights).sum(1) / total, np.nan)
 
 
 def _auroc_replicates(pred: pd.DataFrame, classes: list[str], donors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro one-vs-rest AUROC of each bootstrap replicate ``[B]`` (cells weighted by their donor's
     count; classes without positives or negatives in a replicate are left out of its mean)."""
     d_index = {d: i for i, d in enumerate(donors)}
-    cell_w = weights[:, pred["donor"].astype(str).map(d_index).to_numpy()]
+    donor_of_cell = pred["donor"].astype(str).map(d_index).to_numpy()
     true = pred["true"].astype(str).to_numpy()
-    per_class = np.stack([weighted_auroc(pred[f"p_{c}"].to_numpy(), true == c, cell_w) for c in classes])
+    per_class = np.stack([weighted_auroc(pred[f"p_{c}"].to_numpy(), true == c, donor_of_cell, weights)
+                          for c in classes])
     with np.errstate(invalid="ignore"):
         return np.nanmean(np.where(np.isfinite(per_class), per_class, np.nan), axis=0)
 
