@@ -34,6 +34,9 @@ HELD_OUT_UNITS = UNITS_OF[HELD_OUT_MODE]
 EVAL = config["evaluation"]
 RUN_EVALUATION = RUN["evaluation"]
 ABLATION_GROUPS = RUN["ablation_groups"]
+# threads of the long multi-threaded jobs that run beside trainings (explain, augment): 2, but 1 on
+# fewer than 4 cores, so that they never wait for both cores while one-thread trainings keep starting
+LONG_JOB_THREADS = 2 if (workflow.cores or 4) >= 4 else 1
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
@@ -188,10 +191,15 @@ def explain_inputs(wildcards):
     if EXPLAIN["model"] in EDGE_FEATURE_MODELS or "edge_models" in inputs:
         inputs["edge_features"] = expand("results/{dataset}/edge_features/{split}.pt", dataset=wildcards.dataset,
                                          split=EXPLAIN_UNITS)
-    ablation = f"results/{wildcards.dataset}/metrics/ablation.csv"
-    if ablation in active_outputs():
-        inputs["ablation"] = ablation
+    if ablation_table(wildcards):
+        inputs["ablation"] = ablation_table(wildcards)
     return inputs
+
+
+def ablation_table(wildcards):
+    """The edge-feature ablation table the explain stage reads, or "" when no group is ablated (then the
+    explain stage need not wait for every model and the evaluation)."""
+    return f"results/{wildcards.dataset}/metrics/ablation.csv" if ABLATION_GROUPS else ""
 
 
 def summary_inputs(wildcards):

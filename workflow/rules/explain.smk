@@ -25,8 +25,9 @@ rule explain:
     params:
         explain=EXPLAIN,
         device=config["device"],
-        ablation=lambda wc: f"results/{wc.dataset}/metrics/ablation.csv",
-    threads: 2
+        ablation=ablation_table,
+    threads: LONG_JOB_THREADS
+    priority: 1  # starts once its models exist, beside the trainings still running
     resources:
         gpu=1,
     conda:
