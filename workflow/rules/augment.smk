@@ -41,7 +41,7 @@ rule augment:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
-    threads: LONG_JOB_THREADS  # the random forests of the evaluation and the rare-population run
+    threads: 2  # the random forests of the evaluation and the rare-population run use both
     resources:
         gpu=1,
     conda:

@@ -34,9 +34,6 @@ HELD_OUT_UNITS = UNITS_OF[HELD_OUT_MODE]
 EVAL = config["evaluation"]
 RUN_EVALUATION = RUN["evaluation"]
 ABLATION_GROUPS = RUN["ablation_groups"]
-# threads of the long multi-threaded jobs that run beside trainings (explain, augment): 2, but 1 on
-# fewer than 4 cores, so that they never wait for both cores while one-thread trainings keep starting
-LONG_JOB_THREADS = 2 if (workflow.cores or 4) >= 4 else 1
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}

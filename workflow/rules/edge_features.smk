@@ -16,7 +16,6 @@ rule edge_features:
         cfg=config["edge_features"],
         device=config["device"],
     threads: 1
-    priority: 2  # feeds the longest trainings (gat_ef) and the explain stage
     resources:
         gpu=1,
     conda:

@@ -26,8 +26,7 @@ rule explain:
         explain=EXPLAIN,
         device=config["device"],
         ablation=ablation_table,
-    threads: LONG_JOB_THREADS
-    priority: 1  # starts once its models exist, beside the trainings still running
+    threads: 2
     resources:
         gpu=1,
     conda:

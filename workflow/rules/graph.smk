@@ -11,7 +11,6 @@ rule graph:
         graph=config["graph"],
         seed=config["seed"],
     threads: 2
-    priority: 3  # every split's graph first: all training and edge-feature jobs wait on them
     conda:
         "../../envs/models.yaml"
     script:
