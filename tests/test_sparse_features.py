@@ -100,3 +100,17 @@ def test_training_on_sparse_features_matches_dense(pair, batching):
     # scikit-learn fits the sparse matrix itself: the same optimum to lbfgs's tolerance
     pd_, ps = train_model(dense, "logreg", cfg, seed=0).proba, train_model(sparse, "logreg", cfg, seed=0).proba
     assert np.abs(pd_ - ps).max() < 0.05 and (pd_.argmax(1) == ps.argmax(1)).mean() > 0.99
+
+
+def test_transductive_training_on_sparse_features_matches_dense(pre):
+    adata, _ = pre
+    cfg_g = dict(GRAPH_CFG, graph_mode="transductive")
+    dense = build_graph(adata, dict(cfg_g, sparse_features=False), "cells", seed=0)
+    sparse = build_graph(adata, dict(cfg_g, sparse_features=True), "cells", seed=0)
+    zero_min = dense["feature_min"].numpy() == 0
+    dense = {**dense, "x": dense["x"] * torch.from_numpy(zero_min.astype(np.float32))}
+    sparse = {**sparse, "x": sp.csr_matrix(sparse["x"].multiply(zero_min[None, :]), dtype=np.float32)}
+    cfg = dict(CFG, inference_cells=150)
+    a, b = train_model(dense, "gat", cfg, seed=0), train_model(sparse, "gat", cfg, seed=0)
+    assert a.best_epoch == b.best_epoch
+    np.testing.assert_allclose(a.proba, b.proba, atol=1e-4)

@@ -185,16 +185,18 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
         va_x, va_y, va_mask = (None if sparse else x[va_nodes]), y[va_nodes], None
     else:
         tr_x, tr_y, tr_ei, tr_ea, tr_mask = (rows(torch.arange(n)) if sparse else x), y, ei, ea, train_mask
-        va_x, va_y, va_ei, va_ea, va_mask = (None if sparse else x), y, ei, ea, val_mask
+        va_x, va_y, va_ei, va_ea, va_mask = x, y, ei, ea, val_mask
         va_nodes = val_mask.nonzero().view(-1)
+        if sparse:  # chunked inference gives the validation cells' logits alone
+            va_y, va_mask = y[va_nodes], None
     pca = graph["pca"].numpy()
     chunk = int(cfg["inference_cells"])
 
     def val_logits() -> torch.Tensor:
         if not sparse:
             return model(va_x, va_ei, va_ea)
-        logits = chunked_logits(model, x, graph["edge_index"], va_nodes.cpu().numpy(), edge_attr, pca, chunk, device)
-        return logits.to(device) if va_mask is None else _scatter_rows(logits.to(device), va_nodes, n)
+        return chunked_logits(model, x, graph["edge_index"], va_nodes.cpu().numpy(), edge_attr, pca, chunk,
+                              device).to(device)
     # class weights balance rare classes in the loss
     counts = torch.bincount(y[train_mask], minlength=len(graph["classes"])).float()
     weight = (counts.sum() / counts.clamp(min=1) / len(counts)) if cfg["class_weights"] else None
@@ -288,13 +290,6 @@ def _fit_torch(graph: dict, name: str, params: dict, cfg: dict, seed: int, devic
     LOG.info("%s: best epoch %d of %d, val loss %.4f", name, best["epoch"], len(history), best["loss"])
     return TrainResult(model.cpu(), classification_metrics(graph["y"].numpy()[te], proba[te]), proba,
                        history, best["epoch"], resumed_from_epoch=resumed)
-
-
-def _scatter_rows(rows: torch.Tensor, nodes: torch.Tensor, n: int) -> torch.Tensor:
-    """``[n, C]`` with ``rows [B, C]`` at ``nodes [B]`` and zeros elsewhere (logits read through a mask)."""
-    out = rows.new_zeros((n, rows.shape[1]))
-    out[nodes] = rows
-    return out
 
 
 def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
