@@ -155,15 +155,13 @@ def is_sparse(x) -> bool:
 def dense_features(graph: dict, rows=None) -> torch.Tensor:
     """The node features of ``graph`` as a dense float32 tensor ``[N, G]``, or only ``rows`` (indices or a
     bool mask ``[N]``); sparse features are densified here, so callers on large graphs pass rows."""
+    from .batching import gather_features
+
     x = graph["x"]
-    if rows is not None:
-        rows = torch.as_tensor(rows)
-        if rows.dtype == torch.bool:
-            rows = rows.nonzero().view(-1)
-    if is_sparse(x):
-        sub = x if rows is None else x[rows.cpu().numpy()]
-        return torch.from_numpy(sub.toarray().astype(np.float32, copy=False))
-    return x if rows is None else x[rows]
+    if rows is None:
+        return torch.from_numpy(x.toarray().astype(np.float32, copy=False)) if is_sparse(x) else x
+    rows = torch.as_tensor(rows)
+    return gather_features(x, (rows.nonzero().view(-1) if rows.dtype == torch.bool else rows).cpu())
 
 
 def sort_edges(edge_index: np.ndarray, *attrs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:

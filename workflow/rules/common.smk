@@ -188,8 +188,9 @@ def explain_inputs(wildcards):
     if EXPLAIN["model"] in EDGE_FEATURE_MODELS or "edge_models" in inputs:
         inputs["edge_features"] = expand("results/{dataset}/edge_features/{split}.pt", dataset=wildcards.dataset,
                                          split=EXPLAIN_UNITS)
-    if ablation_table(wildcards):
-        inputs["ablation"] = ablation_table(wildcards)
+    ablation = ablation_table(wildcards)
+    if ablation:
+        inputs["ablation"] = ablation
     return inputs
 
 

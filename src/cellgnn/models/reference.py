@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import CellgnnInputError
 
@@ -64,7 +63,12 @@ def variable_genes(X: np.ndarray, n_genes: int) -> np.ndarray:
 def fit_logreg(graph: dict, params: dict, seed: int, features: str = "genes") -> Fitted:
     from sklearn.linear_model import LogisticRegression
 
-    X = graph["pca"].numpy() if features != "genes" else graph["x"] if sp.issparse(graph["x"]) else graph["x"].numpy()
+    from ..graph import is_sparse
+
+    if features != "genes":
+        X = graph["pca"].numpy()
+    else:  # scikit-learn fits sparse features as they are
+        X = graph["x"] if is_sparse(graph["x"]) else graph["x"].numpy()
     y = graph["y"].numpy()
     tr = graph["train_mask"].numpy()
     clf = LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]), random_state=seed)
