@@ -140,6 +140,14 @@ def test_nndescent_threads_and_tiny_inputs(pca_like):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(da, db)
     assert recall_at_k(a, knn_search(pca_like, 12, method="exact")[0]) >= 0.95
+    # hard inputs: isotropic 30-d noise (the search takes a different path in every round if
+    # anything depends on the order of offers), and points given three times (exact distance ties)
+    noise = np.random.default_rng(0).normal(size=(15000, 30)).astype(np.float32)
+    for hard in (noise, np.repeat(noise[:3000], 3, axis=0)):
+        ref = nndescent_knn(hard, 10, seed=2, n_jobs=1)
+        other = nndescent_knn(hard, 10, seed=2, n_jobs=3)
+        np.testing.assert_array_equal(ref[0], other[0])
+        np.testing.assert_array_equal(ref[1], other[1])
     tiny = pca_like[:9]
     idx, d = knn_search(tiny, 4, method="nndescent", seed=0)
     ex_idx, ex_d = knn_search(tiny, 4, method="exact")
