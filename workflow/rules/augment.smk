@@ -42,6 +42,7 @@ rule augment:
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
     threads: 2  # the random forests of the evaluation and the rare-population run use both
+    priority: PRIORITY["augment"]
     resources:
         gpu=1,
     conda:
@@ -66,6 +67,7 @@ rule augment_topup:
         seed=config["seed"],
         device=config["device"],
     threads: 1  # tiny MLPs: a second intra-op thread only adds contention on a busy CPU
+    priority: PRIORITY["augment_topup"]
     resources:
         gpu=1,
     conda:
@@ -93,6 +95,7 @@ rule train_gat_activa:
         seeds=SEEDS,
         device=config["device"],
     threads: 1
+    priority: PRIORITY["gat_activa"]
     resources:
         gpu=1,
     conda:

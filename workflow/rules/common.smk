@@ -37,6 +37,18 @@ ABLATION_GROUPS = RUN["ablation_groups"]
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
+# Scheduling hints (rule priorities). Snakemake starts the set of ready jobs with the largest summed
+# priority that fits the free cores, so a two-thread job outranks two one-thread jobs only above their
+# sum: every split's graph first (all trainings wait on them), the two-thread explain and augment jobs
+# whenever both cores are free, then the longest trainings first, so that a run does not end on one
+# long job using one core.
+PRIORITY = {"graph": 100, "explain": 70, "augment": 70, "edge_features": 40, "augment_topup": 30,
+            "gat_activa": 30, "gat_ef": 30, "gat": 25, "scanna": 20}
+
+
+def train_priority(wildcards):
+    """Priority of one training job: longest models first (PRIORITY), the rest 0."""
+    return PRIORITY.get(wildcards.model, 0)
 EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
 # the preprocessed data the cell-type-aware rules read: with the celltype stage's calls in obs
 # when they are this run's cell types (data.keys.cell_type null, celltype.enabled auto or true)

@@ -16,6 +16,7 @@ rule edge_features:
         cfg=config["edge_features"],
         device=config["device"],
     threads: 1
+    priority: PRIORITY["edge_features"]
     resources:
         gpu=1,
     conda:

@@ -27,6 +27,7 @@ rule explain:
         device=config["device"],
         ablation=ablation_table,
     threads: 2
+    priority: PRIORITY["explain"]
     resources:
         gpu=1,
     conda:

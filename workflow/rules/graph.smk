@@ -11,6 +11,7 @@ rule graph:
         graph=config["graph"],
         seed=config["seed"],
     threads: 2
+    priority: PRIORITY["graph"]
     conda:
         "../../envs/models.yaml"
     script:

@@ -20,6 +20,7 @@ rule train:
         seeds=SEEDS,
         device=config["device"],
     threads: 1
+    priority: train_priority
     resources:
         gpu=1,
     conda:
