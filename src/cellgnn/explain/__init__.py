@@ -16,8 +16,10 @@ Methods (each returns a gene score per class, and per cell type × class where i
   predicted cells minus its mean over the control class's cells (the other classes' cells
   when there is no control), per class and per class × cell type
   (``cellgnn.models.scanna.salient_genes``).
-- ``gnnexplainer``: PyG ``Explainer`` + ``GNNExplainer`` on a few cells per class, with a
-  feature mask shared by the nodes of each cell's subgraph and an edge mask.
+- ``gnnexplainer``: PyG's ``GNNExplainer`` (its loss, coefficients and initialisation) on a few
+  cells per class, with a feature mask shared by the nodes of each cell's subgraph and an edge
+  mask; the cells of a batch are optimised together on the union of their subgraphs, each with
+  its own masks (equal to PyG's ``Explainer`` on each cell alone: tested).
 - ``de`` / ``de_control``: scanpy ``rank_genes_groups`` (Wilcoxon) on training cells, each
   class against the rest / against the control class (``explain.de_control``, ``mock``).
 - ``random``: a seeded random ranking, the floor every method must beat.

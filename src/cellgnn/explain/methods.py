@@ -69,46 +69,116 @@ def gnnexplainer_masks(model: torch.nn.Module, x: torch.Tensor, edge_index: torc
                        cells: np.ndarray, targets: np.ndarray, edge_attr: torch.Tensor | None = None,
                        num_hops: int | None = None, epochs: int = 200, lr: float = 0.01,
                        seed: int = 0, device: torch.device | str = "cpu",
-                       progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """GNNExplainer (PyG ``Explainer``) on each cell's k-hop subgraph.
+                       progress: bool = True, batch_cells: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
+    """GNNExplainer (PyG's algorithm and coefficients) on each cell's k-hop subgraph.
 
     Returns ``(feature masks [n, G], edges)``: one gene mask per cell (shared by the nodes
-    of its subgraph, ``common_attributes``) and a table ``cell, source, target, mask`` of
+    of its subgraph, PyG's ``common_attributes``) and a table ``cell, source, target, mask`` of
     the edge mask (original node ids). Coefficients are PyG's defaults, which are the
     study's (edge_size 0.005, node_feat_size 1, edge_ent 1, node_feat_ent 0.1).
+
+    ``batch_cells`` cells are optimised together on the disjoint union of their subgraphs: each
+    cell's masks, loss terms and Adam moments are its own (the loss is the sum of the cells'
+    PyG losses, and Adam works element by element), so every cell gets what PyG's ``Explainer``
+    gives it alone (same initial masks from ``seed + i``; tested), for one forward and backward
+    pass per epoch and batch instead of one per cell.
     """
-    from torch_geometric.explain import Explainer
+    import torch.nn.functional as F
     from torch_geometric.explain.algorithm import GNNExplainer
+    from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
     from tqdm import tqdm
 
     cells = np.asarray(cells, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
     if cells.size == 0:
         raise CellgnnInputError("no cells selected for GNNExplainer", field="explain.gnnexplainer.cells_per_class",
                                 fix="set cells_per_class >= 1 and check the subset holds cells")
+    coeffs = GNNExplainer.default_coeffs
     device = torch.device(device)
     model = model.to(device).eval()
     sampler = exact_sampler(model, x, edge_index, edge_attr.to(device) if edge_attr is not None else None,
                             cells, num_hops, device)
-    explainer = Explainer(model=model, algorithm=GNNExplainer(epochs=epochs, lr=lr),
-                          explanation_type="phenomenon", node_mask_type="common_attributes",
-                          edge_mask_type="object",
-                          model_config=dict(mode="multiclass_classification", task_level="node", return_type="raw"))
     masks = np.zeros((cells.size, x.shape[1]), np.float32)
     edges = []
-    for i, (cell, tgt) in enumerate(tqdm(list(zip(cells, targets)), desc="GNNExplainer", disable=not progress)):
-        torch.manual_seed(seed + i)
-        cg = sampler.union(np.array([cell]))
-        xs = x[cg.nodes].to(device)
-        ea = edge_attr[cg.edge_ids].to(device) if edge_attr is not None else None
+    starts = range(0, cells.size, batch_cells)
+    bar = tqdm(total=epochs * len(starts), desc="GNNExplainer epochs", disable=not progress)
+    for lo in starts:
+        batch = cells[lo:lo + batch_cells]
+        cg = sampler.union(batch).to(device)
+        xs = x[cg.nodes.cpu()].to(device)
+        ea = edge_attr[cg.edge_ids.cpu()].to(device) if edge_attr is not None else None
         kwargs = {"edge_attr": ea} if ea is not None else {}
-        exp = explainer(xs, cg.edge_index.to(device), target=torch.full((xs.shape[0],), int(tgt), device=device),
-                        index=int(cg.root_pos[0]), **kwargs)
-        masks[i] = exp.node_mask.detach().reshape(-1, x.shape[1])[0].cpu().numpy()
-        nodes = cg.nodes.numpy()
-        em = exp.edge_mask.detach().cpu().numpy()
-        edges.append(pd.DataFrame({"cell": cell, "source": nodes[cg.edge_index[0].numpy()],
-                                   "target": nodes[cg.edge_index[1].numpy()], "mask": em}))
+        edge_owner = cg.owner[cg.edge_index[1]]
+        node_mask, edge_mask = _gnnexplainer_init(cg, edge_owner, x.shape[1], seed + lo, device)
+        set_masks(model, edge_mask, cg.edge_index, apply_sigmoid=True)
+        optimizer = torch.optim.Adam([node_mask, edge_mask], lr=lr)
+        target = torch.as_tensor(targets[lo:lo + batch_cells], device=device)
+        hard_node = hard_edge = None
+        try:
+            for epoch in range(epochs):
+                optimizer.zero_grad()
+                logits = model(xs * node_mask.sigmoid()[cg.owner], cg.edge_index, **kwargs)[cg.root_pos]
+                loss = F.cross_entropy(logits, target, reduction="sum")
+                if hard_edge is not None:  # PyG regularises from the second epoch, on the masks' hard part
+                    loss = (loss + _mask_penalty(edge_mask, hard_edge, edge_owner, batch.size, coeffs["edge_size"],
+                                                 "sum", coeffs["edge_ent"], coeffs["EPS"])
+                            + _mask_penalty(node_mask, hard_node, None, batch.size, coeffs["node_feat_size"],
+                                            "mean", coeffs["node_feat_ent"], coeffs["EPS"]))
+                loss.backward()
+                optimizer.step()
+                if epoch == 0:
+                    hard_node, hard_edge = node_mask.grad != 0, edge_mask.grad != 0
+                bar.update()
+        finally:
+            clear_masks(model)
+        masks[lo:lo + batch.size] = (node_mask.detach().sigmoid() * hard_node).cpu().numpy()
+        em = (edge_mask.detach().sigmoid() * hard_edge).cpu().numpy()
+        nodes = cg.nodes.cpu().numpy()
+        src, dst = cg.edge_index.cpu().numpy()
+        edges.append(pd.DataFrame({"cell": batch[edge_owner.cpu().numpy()], "source": nodes[src],
+                                   "target": nodes[dst], "mask": em}))
+    bar.close()
     return masks, pd.concat(edges, ignore_index=True)
+
+
+def _gnnexplainer_init(cg, edge_owner: torch.Tensor, n_genes: int, first_seed: int,
+                       device: torch.device) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    """Initial masks of a batch, cell by cell as PyG draws them after ``torch.manual_seed(first_seed + i)``:
+    gene mask ``[B, G]`` (N(0, 0.1)) and edge mask ``[E]`` (N(0, gain(relu) · sqrt(2 / (2 · nodes))))."""
+    b = cg.root_pos.numel()
+    n_nodes = torch.bincount(cg.owner, minlength=b).tolist()
+    n_edges = torch.bincount(edge_owner, minlength=b).tolist()
+    gain = torch.nn.init.calculate_gain("relu")
+    node_mask = torch.empty(b, n_genes, device=device)
+    parts = []
+    for i in range(b):
+        torch.manual_seed(first_seed + i)
+        node_mask[i] = torch.randn(1, n_genes, device=device) * 0.1
+        parts.append(torch.randn(n_edges[i], device=device) * (gain * np.sqrt(2.0 / (2 * n_nodes[i]))))
+    return torch.nn.Parameter(node_mask), torch.nn.Parameter(torch.cat(parts))
+
+
+def _mask_penalty(mask: torch.Tensor, hard: torch.Tensor, owner: torch.Tensor | None, n_cells: int,
+                  size_coeff: float, reduction: str, ent_coeff: float, eps: float) -> torch.Tensor:
+    """PyG GNNExplainer's size and entropy penalties of each cell's mask, summed over cells.
+
+    ``mask``/``hard``: ``[E]`` edge masks with ``owner [E]`` (the cell of each edge), or ``[B, G]``
+    gene masks (``owner`` None: one row per cell). Only the hard part (elements with a gradient in
+    the first epoch) counts; ``reduction`` (sum | mean) is the size term's within a cell."""
+    m = mask.sigmoid()
+    ent = -m * torch.log(m + eps) - (1 - m) * torch.log(1 - m + eps)
+    keep = hard.to(m.dtype)
+    if owner is None:
+        size, ent_sum, count = (m * keep).sum(1), (ent * keep).sum(1), keep.sum(1)
+    else:
+        zeros = torch.zeros(n_cells, device=m.device, dtype=m.dtype)
+        size = zeros.index_add(0, owner, m * keep)
+        ent_sum = zeros.index_add(0, owner, ent * keep)
+        count = zeros.index_add(0, owner, keep)
+    count = count.clamp(min=1)
+    if reduction == "mean":
+        size = size / count
+    return (size_coeff * size + ent_coeff * ent_sum / count).sum()
 
 
 def de_scores(x: np.ndarray, labels: np.ndarray, classes: list[str], genes: list[str],
