@@ -301,9 +301,11 @@ def nndescent_knn(points: np.ndarray, k: int, metric: str = "euclidean", seed: i
     """k nearest other points of every point: ``(indices int64 [N, k], distances float32 [N, k])``.
 
     Rows sorted by distance (euclidean, or cosine distance ``1 - cos``); the point itself is
-    never its own neighbour. ``n_jobs`` threads (numba kernels without the GIL); ``block``
+    never its own neighbour. ``n_jobs`` threads (numba kernels without the GIL). Lists of
+    ``build_k`` (default ``k + k // 2``) are searched and their first ``k`` returned; ``block``
     points are joined between two rounds of list updates (memory: about
-    ``block · 1.5 · max_candidates² · 12`` bytes of pair buffers).
+    ``block · 1.5 · max_candidates² · 12`` bytes of pair buffers, besides ``N · (build_k · 9 +
+    max_candidates · 16)`` bytes of lists and candidates and a reordered copy of the points).
     """
     x = np.ascontiguousarray(points, dtype=np.float32)
     if metric == "cosine":
