@@ -49,6 +49,8 @@ PRIORITY = {"graph": 100, "explain": 70, "augment": 70, "edge_features": 40, "au
 def train_priority(wildcards):
     """Priority of one training job: longest models first (PRIORITY), the rest 0."""
     return PRIORITY.get(wildcards.model, 0)
+
+
 EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
 # the preprocessed data the cell-type-aware rules read: with the celltype stage's calls in obs
 # when they are this run's cell types (data.keys.cell_type null, celltype.enabled auto or true)

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import CellgnnInputError
 from .rankings import CLASS_AGNOSTIC, long_scores
-from .subgraphs import exact_sampler
+from .subgraphs import CompGraphs, exact_sampler
 
 
 def first_layer_weights(model: torch.nn.Module, n_genes: int) -> tuple[np.ndarray, str]:
@@ -141,7 +141,7 @@ def gnnexplainer_masks(model: torch.nn.Module, x: torch.Tensor, edge_index: torc
     return masks, pd.concat(edges, ignore_index=True)
 
 
-def _gnnexplainer_init(cg, edge_owner: torch.Tensor, n_genes: int, first_seed: int,
+def _gnnexplainer_init(cg: CompGraphs, edge_owner: torch.Tensor, n_genes: int, first_seed: int,
                        device: torch.device) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
     """Initial masks of a batch, cell by cell as PyG draws them after ``torch.manual_seed(first_seed + i)``:
     gene mask ``[B, G]`` (N(0, 0.1)) and edge mask ``[E]`` (N(0, gain(relu) · sqrt(2 / (2 · nodes))))."""
