@@ -194,12 +194,11 @@ def _priority(seed, v, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _candidates(idx, flag, seed, owner, own, new, new_prio, old, old_prio):
+def _candidates(idx, flag, seed, owner, n_owners, own, new, new_prio, old, old_prio):
     """New candidates (new neighbours and reverse neighbours, hash-sampled) of this thread's
     nodes, then old ones of the nodes that have a new one (the others join nothing)."""
     n, k = idx.shape
     m = new.shape[1]
-    n_owners = np.int64(own.max()) + 1
     max_prio = np.uint32(0xFFFFFFFF)
     for v in range(owner, n, n_owners):
         for t in range(m):
@@ -361,7 +360,7 @@ def nndescent_knn(points: np.ndarray, k: int, metric: str = "euclidean", seed: i
         new_prio, old_prio = np.empty((n, m), np.uint32), np.empty((n, m), np.uint32)
         for it in range(n_iters):
             s = np.uint64(seeds[n_trees + it])
-            on_all(lambda o: _candidates(idx, flag, s, o, own, new, new_prio, old, old_prio))
+            on_all(lambda o: _candidates(idx, flag, s, o, w, own, new, new_prio, old, old_prio))
             on_all(lambda o: _mark_sampled(idx, flag, new, o, w))
             for v0 in range(0, n, block):
                 v1 = min(n, v0 + block)
