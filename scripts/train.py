@@ -1,4 +1,5 @@
-"""Rule train: fit one model on one split unit with every seed; test metrics + predictions per seed."""
+"""Rules train and train_ef: fit every seed of the rule's models on one split unit, in one process;
+test metrics + predictions per model and seed."""
 import sys
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from cellgnn.utils import run_rule  # noqa: E402
 
 
 def main(smk):
-    run_train(smk.input.graph, smk.wildcards.model, smk.params.seeds, smk.params.train, smk.params.device,
-                 smk.output, edge_features=smk.input.get("edge_features"))
+    run_train(smk.input.graph, smk.params.models, smk.params.seeds, smk.params.train, smk.params.device,
+              smk.output, edge_features=smk.input.get("edge_features"))
 
 
 run_rule(main, snakemake)  # noqa: F821

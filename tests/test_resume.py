@@ -80,6 +80,51 @@ def test_killed_training_resumes_to_identical_metrics(graphs, tmp_path):
     print(f"\nresumed after epoch {killed_at}: {m_run['test']}\nuninterrupted: {m_ref['test']}")
 
 
+MULTI_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {src!r})
+from types import SimpleNamespace
+from cellgnn.train import run_train
+out = SimpleNamespace(model={model!r}, metrics={metrics!r}, predictions={pred!r})
+run_train({graph!r}, ["mlp", "gat"], [0], {cfg!r}, "cpu", out)
+"""
+
+
+def test_killed_job_of_two_models_resumes_both(graphs, tmp_path):
+    """A train job fits several models in turn: killed during the second, its rerun (Snakemake has
+    deleted the first model's outputs as incomplete) continues both from their checkpoints."""
+    graph_path = tmp_path / "cells.pt"
+    save_graph(graphs["cells"], graph_path)
+    ref = [outputs(tmp_path / "ref" / m) for m in ("mlp", "gat")]
+    joined = lambda outs: SimpleNamespace(**{k: [getattr(o, k)[0] for o in outs]  # noqa: E731
+                                              for k in ("model", "metrics", "predictions")})
+    ref_results = run_train(str(graph_path), ["mlp", "gat"], [0], CFG, "cpu", joined(ref))
+    assert [r.resumed_from_epoch for r in ref_results] == [None, None]
+
+    out = joined([outputs(tmp_path / "run" / m) for m in ("mlp", "gat")])
+    code = MULTI_CHILD.format(src=str(ROOT / "src"), model=out.model, metrics=out.metrics, pred=out.predictions,
+                              graph=str(graph_path), cfg=CFG)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    second = resume_path(out.model[1])
+    deadline = time.time() + 120
+    while not second.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    assert resume_path(out.model[0]).exists(), "the finished model's checkpoint was removed before the job ended"
+    for f in (*out.model, *out.metrics, *out.predictions):  # what Snakemake does with an incomplete job
+        Path(f).unlink(missing_ok=True)
+
+    resumed = run_train(str(graph_path), ["mlp", "gat"], [0], CFG, "cpu", out)
+    assert all(r.resumed_from_epoch is not None for r in resumed)
+    assert not resume_path(out.model[0]).exists() and not second.exists()
+    for r, expected in zip(resumed, ref_results):
+        assert r.metrics == expected.metrics and r.history == expected.history
+        np.testing.assert_array_equal(r.proba, expected.proba)
+
+
 def test_checkpoint_of_another_run_is_ignored(graphs, tmp_path):
     """A stale resume.pt (other seed/config) is not continued from: training starts afresh."""
     ck = tmp_path / "resume.pt"

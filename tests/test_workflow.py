@@ -60,7 +60,7 @@ def test_outputs_exist_and_metrics_are_sane(tiny_run):
     summ = pd.read_csv(res / "explain" / "scores_summary.csv").set_index("method")["precision_at_k"]
     assert summ["integrated_gradients"] > max(0.3, summ["random"] + 0.25), summ.to_dict()
     assert "Best: **" in (res / "summary.md").read_text()
-    assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "gat.log").exists()
+    assert (tiny_run / "logs" / "tiny" / "train" / "cells" / "node_models.log").exists()
     assert (tiny_run / "benchmarks" / "tiny" / "data.tsv").exists()
 
 

@@ -6,7 +6,7 @@ Torch models train full-batch with early stopping on validation loss and restore
 best epoch. In ``inductive`` graphs the training forward pass sees only the training
 subgraph; validation and test cells are never in a training batch. Reference models
 (:mod:`cellgnn.models.reference`) are fitted with scikit-learn. ``run_train`` is the
-rule: every seed of one model on one graph file, in one process.
+rules: every seed of each model on one graph file, in one process.
 """
 
 from __future__ import annotations
@@ -306,11 +306,13 @@ def predictions_table(graph: dict, proba: np.ndarray) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- stage entry points
-def run_train(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pref: str, output,
-                 edge_features: str | None = None, drop_group: str | None = None, topup: str | None = None,
-                 compare_with: list[str] = ()) -> list[TrainResult]:
-    """The train rule: fit ``name`` on the graph file with every seed, writing per seed
-    ``output.model[i]``, ``output.metrics[i]``, ``output.predictions[i]`` (lists in ``seeds`` order).
+def run_train(graph_path: str, names: str | list[str], seeds: list[int], cfg: dict, device_pref: str, output,
+              edge_features: str | None = None, drop_group: str | None = None, topup: str | None = None,
+              compare_with: list[str] = ()) -> list[TrainResult]:
+    """The train rules: fit each model of ``names`` on the graph file with every seed, in one
+    process (the graph and edge features are read once), writing per model and seed
+    ``output.model[i]``, ``output.metrics[i]``, ``output.predictions[i]``: lists in model-major
+    order, ``i = model_index * len(seeds) + seed_index`` (the order of Snakemake's ``expand``).
 
     drop_group: edge-feature ablation; train without that group of edge-feature columns
     and record the runs as model ``<name>_minus_<group>``. topup: synthetic training cells of
@@ -322,7 +324,9 @@ def run_train(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pr
     from .graph import load_graph
     from .utils import get_device
 
-    get_spec(name)  # unknown model: fail before loading anything
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        get_spec(name)  # unknown model: fail before loading anything
     graph = load_graph(graph_path)
     check_split_classes(graph, str(graph_path))
     edge_attr = load_edge_features(edge_features, graph, drop_group)["edge_attr"].float() if edge_features else None
@@ -332,13 +336,22 @@ def run_train(graph_path: str, name: str, seeds: list[int], cfg: dict, device_pr
 
         synthetic = load_topup(topup, graph)
     device = get_device(device_pref)
-    record = (f"{name}_minus_{drop_group}" if drop_group else f"{name}_activa" if topup else name)
     results = []
-    for i, seed in enumerate(seeds):
-        files = SimpleNamespace(model=output.model[i], metrics=output.metrics[i], predictions=output.predictions[i])
-        fitted = results[0] if results and get_spec(name).deterministic else None
-        results.append(_train_one(graph, name, record, int(seed), cfg, device, files, edge_attr, synthetic,
-                                  compare_with[i] if compare_with else None, fitted=fitted))
+    for m, name in enumerate(names):
+        record = (f"{name}_minus_{drop_group}" if drop_group else f"{name}_activa" if topup else name)
+        runs: list[TrainResult] = []
+        for i, seed in enumerate(seeds):
+            k = m * len(seeds) + i
+            files = SimpleNamespace(model=output.model[k], metrics=output.metrics[k],
+                                    predictions=output.predictions[k])
+            fitted = runs[0] if runs and get_spec(name).deterministic else None
+            runs.append(_train_one(graph, name, record, int(seed), cfg, device, files, edge_attr, synthetic,
+                                   compare_with[i] if compare_with else None, fitted=fitted))
+        results.extend(runs)
+    # kept until every model of the job is written: a rerun of an interrupted job resumes each
+    # finished run from its last checkpoint instead of retraining it
+    for path in output.model:
+        resume_path(path).unlink(missing_ok=True)
     return results
 
 
@@ -382,7 +395,6 @@ def _train_one(graph: dict, name: str, record: str, seed: int, cfg: dict, device
     torch_save({**checkpoint(result, name, graph, seed, edge_attr), "record": record}, files.model)
     write_csv(predictions_table(graph, result.proba), files.predictions)
     write_json(metrics, files.metrics)
-    resume.unlink(missing_ok=True)
     LOG.info("%s/%s seed %d test: %s", graph.get("unit", graph["split_mode"]), record, seed, result.metrics)
     return result
 

@@ -43,7 +43,8 @@ FAIL_RULE = "train"
 FAIL_TARGET = "results/tiny/models/cells/logreg/seed0/metrics.json"
 # an early rule whose job needs more than 350 MB (python + scanpy), for the OOM retry
 OOM_RULE = "preprocess"
-# the run interrupted with Ctrl-C: one split's models (preprocess, graph, 4 x train)
+# the run interrupted with Ctrl-C: one split's models (data, preprocess, graph, then one train job
+# fitting logreg and gat with seeds 0 and 1)
 INTERRUPT_TARGETS = [f"results/tiny/models/cells/{m}/seed{s}/metrics.json" for m in ("logreg", "gat") for s in (0, 1)]
 
 

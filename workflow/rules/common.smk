@@ -25,6 +25,8 @@ except CellgnnInputError as err:
 DATASET = config["dataset"]
 GIT_STATE = git_state(workflow.basedir)  # recorded by rule provenance
 MODELS = config["train"]["models"]
+EDGE_MODELS = [m for m in MODELS if m in EDGE_FEATURE_MODELS]  # rule train_ef, after the edge features
+NODE_MODELS = [m for m in MODELS if m not in EDGE_FEATURE_MODELS]  # rule train
 SEEDS = config["train"]["seeds"]
 # graph files: "cells", "donors", "donor_cv/fold<i>"; RUN["units"][mode] lists a mode's units
 UNITS = PLAN.units
@@ -43,12 +45,7 @@ EXPLAIN = {**config["explain"], **RUN["explain"]}
 # whenever both cores are free, then the longest trainings first, so that a run does not end on one
 # long job using one core.
 PRIORITY = {"graph": 100, "explain": 70, "augment": 70, "edge_features": 40, "augment_topup": 30,
-            "gat_activa": 30, "gat_ef": 30, "gat": 25, "scanna": 20}
-
-
-def train_priority(wildcards):
-    """Priority of one training job: longest models first (PRIORITY), the rest 0."""
-    return PRIORITY.get(wildcards.model, 0)
+            "gat_activa": 30, "train_ef": 30, "train": 25}
 
 
 EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]
@@ -75,18 +72,10 @@ def run_files(model, units, name="metrics.json", dataset=DATASET):
                   model=model, seed=SEEDS, name=name)
 
 
-def seed_outputs(model, name):
-    """One output per seed of a training job (all seeds of a model train in one job)."""
-    return expand("results/{{dataset}}/models/{{split}}/{model}/seed{seed}/{name}", model=model, seed=SEEDS,
+def seed_outputs(models, name):
+    """``name`` of every seed of each of ``models`` (one name or a list), model-major, on one split unit."""
+    return expand("results/{{dataset}}/models/{{split}}/{model}/seed{seed}/{name}", model=models, seed=SEEDS,
                   name=name)
-
-
-def train_inputs(wildcards):
-    """The graph, plus the edge features for models that need them."""
-    inputs = {"graph": f"results/{wildcards.dataset}/graph/{wildcards.split}.pt"}
-    if wildcards.model in EDGE_FEATURE_MODELS:
-        inputs["edge_features"] = f"results/{wildcards.dataset}/edge_features/{wildcards.split}.pt"
-    return inputs
 
 
 def graph_inputs(wildcards):

@@ -3,24 +3,54 @@ localrules:
     collect_metrics,
 
 
-# one job trains every seed of a model on one split unit (one process start, one graph load)
+# One job per split unit trains every seed of the models that read the graph alone, and one
+# more every seed of the edge-feature models (they wait for the edge_features rule): two process
+# starts and graph loads per unit instead of one per model.
 rule train:
     input:
-        unpack(train_inputs),
+        graph="results/{dataset}/graph/{split}.pt",
     output:
-        model=seed_outputs("{model}", "model.pt"),
-        metrics=seed_outputs("{model}", "metrics.json"),
-        predictions=seed_outputs("{model}", "predictions.csv"),
+        model=seed_outputs(NODE_MODELS, "model.pt"),
+        metrics=seed_outputs(NODE_MODELS, "metrics.json"),
+        predictions=seed_outputs(NODE_MODELS, "predictions.csv"),
     log:
-        "logs/{dataset}/train/{split}/{model}.log",
+        "logs/{dataset}/train/{split}/node_models.log",
     benchmark:
-        "benchmarks/{dataset}/train/{split}/{model}.tsv"
+        "benchmarks/{dataset}/train/{split}/node_models.tsv"
     params:
+        models=NODE_MODELS,
         train=config["train"],
         seeds=SEEDS,
         device=config["device"],
     threads: 1
-    priority: train_priority
+    priority: PRIORITY["train"]
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/models.yaml"
+    script:
+        "../../scripts/train.py"
+
+
+rule train_ef:
+    input:
+        graph="results/{dataset}/graph/{split}.pt",
+        edge_features="results/{dataset}/edge_features/{split}.pt",
+    output:
+        model=seed_outputs(EDGE_MODELS, "model.pt"),
+        metrics=seed_outputs(EDGE_MODELS, "metrics.json"),
+        predictions=seed_outputs(EDGE_MODELS, "predictions.csv"),
+    log:
+        "logs/{dataset}/train/{split}/edge_models.log",
+    benchmark:
+        "benchmarks/{dataset}/train/{split}/edge_models.tsv"
+    params:
+        models=EDGE_MODELS,
+        train=config["train"],
+        seeds=SEEDS,
+        device=config["device"],
+    threads: 1
+    priority: PRIORITY["train_ef"]
     resources:
         gpu=1,
     conda:
