@@ -41,7 +41,7 @@ rule augment:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/{dataset}/augment/checkpoints/activa_last.pt",
-    threads: 2  # the random forests of the evaluation and the rare-population run use both
+    threads: 1  # a second thread saves less than the core it would leave idle beside one-thread jobs
     priority: PRIORITY["augment"]
     resources:
         gpu=1,

@@ -39,13 +39,12 @@ ABLATION_GROUPS = RUN["ablation_groups"]
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
-# Scheduling hints (rule priorities). Snakemake starts the set of ready jobs with the largest summed
-# priority that fits the free cores, so a two-thread job outranks two one-thread jobs only above their
-# sum: every split's graph first (all trainings wait on them), the two-thread explain and augment jobs
-# whenever both cores are free, then the longest trainings first, so that a run does not end on one
-# long job using one core.
-PRIORITY = {"graph": 100, "explain": 70, "augment": 70, "edge_features": 40, "augment_topup": 30,
-            "gat_activa": 30, "train_ef": 30, "train": 25}
+# Scheduling hints (rule priorities; Snakemake starts the ready jobs with the largest priorities that
+# fit the free cores). After preprocessing, every job of the default run uses one thread, so two run
+# side by side: every split's graph first (all trainings wait on them), then the edge features, the
+# trainings, and explain as soon as its models exist; augment and the UMAP fill the gaps.
+PRIORITY = {"graph": 100, "explain": 70, "edge_features": 60, "train_ef": 50, "train": 45, "augment_topup": 40,
+            "gat_activa": 40, "augment": 20, "umap_embedding": 20}
 
 
 EXPLAIN_UNITS = UNITS_OF[RUN["explain"]["split"]]

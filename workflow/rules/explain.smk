@@ -26,7 +26,7 @@ rule explain:
         explain=EXPLAIN,
         device=config["device"],
         ablation=ablation_table,
-    threads: 2
+    threads: 1  # on one core it runs beside the last trainings instead of waiting for both cores
     priority: PRIORITY["explain"]
     resources:
         gpu=1,

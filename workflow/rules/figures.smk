@@ -21,6 +21,7 @@ rule umap_embedding:
         seed=config["seed"],
         graph=config["graph"],
         epochs=config["figures"]["umap_epochs"],
+    priority: PRIORITY["umap_embedding"]
     conda:
         "../../envs/plots.yaml"
     script:
