@@ -39,11 +39,12 @@ ABLATION_GROUPS = RUN["ablation_groups"]
 GAT_ACTIVA_UNITS = RUN["gat_activa_units"]  # model gat_activa (augment.smk): GAT on ACTIVA-topped-up graphs
 AUGMENT_UNIT = RUN["augment_unit"]
 EXPLAIN = {**config["explain"], **RUN["explain"]}
-# Scheduling hints (rule priorities; Snakemake starts the ready jobs with the largest priorities that
-# fit the free cores). After preprocessing, every job of the default run uses one thread, so two run
-# side by side: every split's graph first (all trainings wait on them), then the edge features, the
-# trainings, and explain as soon as its models exist; augment and the UMAP fill the gaps.
-PRIORITY = {"graph": 100, "explain": 70, "edge_features": 60, "train_ef": 50, "train": 45, "augment_topup": 40,
+# Scheduling hints (rule priorities). Snakemake starts the set of ready jobs with the largest summed
+# priority that fits the free cores, so a two-thread job outranks two one-thread jobs only above their
+# sum. Every split's graph (two threads) comes first, as all trainings wait on them; after that every
+# job of the default run uses one thread and two run side by side: the edge features, the trainings,
+# and explain as soon as its models exist, with augment and the UMAP filling gaps.
+PRIORITY = {"graph": 200, "explain": 70, "edge_features": 60, "train_ef": 50, "train": 45, "augment_topup": 40,
             "gat_activa": 40, "augment": 20, "umap_embedding": 20}
 
 
