@@ -89,10 +89,21 @@ def check_threads(n: int) -> None:
 
 
 def set_threads(n: int) -> None:
-    """Limit torch's intra-op threads to the rule's ``threads``."""
+    """Limit torch's intra-op threads and numba's parallel kernels to the rule's ``threads``.
+
+    Snakemake caps OpenMP and BLAS through the environment, but not numba, whose pool has one
+    thread per CPU. Its OpenMP layer (scanpy's Wilcoxon test, cellgnn's own kernels) would then
+    run every core and also raise torch's OpenMP team to that size for the rest of the job, so a
+    one-thread job beside others would fight them for cores.
+    """
     import torch
 
-    torch.set_num_threads(max(1, int(n)))
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    os.environ["NUMBA_NUM_THREADS"] = str(n)  # read when numba is first imported
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def run_rule(main, snakemake) -> None:
