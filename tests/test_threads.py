@@ -25,6 +25,17 @@ adata = ad.AnnData(rng.random((400, 200), dtype=np.float32))
 adata.obs["group"] = rng.choice(["a", "b"], 400)
 sc.tl.rank_genes_groups(adata, "group", method="wilcoxon")
 a @ a
+
+
+@numba.njit(parallel=True)
+def compiled_after_set_threads(x):  # numba rereads its settings for every new compilation
+    total = 0.0
+    for i in numba.prange(x.shape[0]):
+        total += x[i]
+    return total
+
+
+compiled_after_set_threads(np.ones(1000))
 print(json.dumps({{"torch": torch.get_num_threads(), "numba": numba.get_num_threads(),
                    "os_threads": len(os.listdir("/proc/self/task"))}}))
 """

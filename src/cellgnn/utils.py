@@ -100,9 +100,10 @@ def set_threads(n: int) -> None:
 
     n = max(1, int(n))
     torch.set_num_threads(n)
-    os.environ["NUMBA_NUM_THREADS"] = str(n)  # read when numba is first imported
     numba = sys.modules.get("numba")
-    if numba is not None:
+    if numba is None:
+        os.environ["NUMBA_NUM_THREADS"] = str(n)  # its pool size, read when numba is imported
+    else:  # the pool size is fixed (numba refuses a changed NUMBA_NUM_THREADS): use n of its threads
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
