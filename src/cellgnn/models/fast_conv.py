@@ -7,7 +7,9 @@ operations; on CPU those gathers and scatters dominate an epoch. :class:`FastGAT
 held as a CSR matrix; ``FastGATConv`` computes the same function as ``GATConv`` with
 
 - one matrix product for the message and residual projections (``lin`` and ``res`` stacked),
-- the edge softmax as segment reductions over edges grouped by target (CSR order),
+- the edge softmax (LeakyReLU, softmax over each target's incoming edges, attention dropout) in one
+  compiled pass over the edges grouped by target (CSR order) on CPU, forward and backward
+  (elsewhere, and for inputs that need more, segment reductions in torch),
 - aggregation ``out_i = Σ_j α_ij Θx_j`` as one sparse (CSR) × dense product over a
   block-diagonal matrix holding every head, with a hand-written backward: the gradient of
   α is a sampled dense–dense product (SDDMM) on the graph's pattern, that of Θx a product
@@ -29,6 +31,8 @@ from __future__ import annotations
 import warnings
 import weakref
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,7 +46,10 @@ _CACHE: dict = {}
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
-    """CSR ``[n, n]`` without invariant checks (the indices are built here) or torch's beta notice."""
+    """CSR ``[n, n]`` without invariant checks (the indices are built here) or torch's beta notice.
+    Indices are int32 when they fit: torch's CPU kernels convert int64 ones on every product."""
+    if crow.dtype == torch.int64 and max(n, col.numel()) < 2**31 - 1:
+        crow, col = crow.to(torch.int32), col.to(torch.int32)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
@@ -78,6 +85,12 @@ class _Structure:
         self.ptr_t[1:] = torch.cumsum(torch.bincount(self.src, minlength=num_nodes), 0)
         self._blocks: dict = {}
 
+    def numpy_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR pointers ``[N + 1]`` and sources ``[E]`` (target order) as NumPy arrays (CPU structures)."""
+        if not hasattr(self, "_numpy_csr"):
+            self._numpy_csr = (self.ptr.numpy(), self.src.contiguous().numpy())
+        return self._numpy_csr
+
     def to_target_order(self, t: Tensor) -> Tensor:
         return t if self.perm is None else t[self.perm]
 
@@ -102,7 +115,9 @@ class _Structure:
                                   ptr.new_tensor([heads * e])])
                 return crow, (col[None, :] + off_n[:, None]).reshape(-1)
 
-            self._blocks[heads] = (*block(self.ptr, self.src), *block(self.ptr_t, self.dst[self.perm_t]))
+            index = torch.int32 if heads * max(n, e) < 2**31 - 1 else torch.int64  # see _csr
+            self._blocks[heads] = tuple(t.to(index) for t in (*block(self.ptr, self.src),
+                                                               *block(self.ptr_t, self.dst[self.perm_t])))
         return self._blocks[heads]
 
 
@@ -129,7 +144,7 @@ def _structure(edge_index: Tensor, num_nodes: int, add_self_loops: bool) -> _Str
 class _Aggregate(torch.autograd.Function):
     """``out [N, H, C]``, ``out_i = Σ_{e: dst_e = i} α_e · h[src_e]`` per head.
 
-    alpha: ``[E, H]`` in target order; h: ``[N, H, C]``.
+    alpha: ``[H, E]`` (head-major) in target order; h: ``[N, H, C]``.
     """
 
     @staticmethod
@@ -138,7 +153,7 @@ class _Aggregate(torch.autograd.Function):
         crow, col, _, _ = st.blocks(heads)
         h_t = h.permute(1, 0, 2).reshape(heads * n, c)
         alpha = alpha.contiguous()
-        a = _csr(crow, col, alpha.t().reshape(-1), heads * n)
+        a = _csr(crow, col, alpha.view(-1), heads * n)
         ctx.save_for_backward(alpha, h_t)
         ctx.st = st
         return (a @ h_t).view(heads, n, c).permute(1, 0, 2)
@@ -156,12 +171,105 @@ class _Aggregate(torch.autograd.Function):
             pattern = _csr(crow, col, alpha.new_zeros(heads * e), heads * n)
             pad = -c % 8  # the CPU kernel is far faster on widths that are multiples of 8; zeros add nothing
             g_p, h_p = (F.pad(g_t, (0, pad)), F.pad(h_t, (0, pad))) if pad else (g_t, h_t)
-            grad_alpha = torch.sparse.sampled_addmm(pattern, g_p, h_p.t(), beta=0.0).values().view(heads, e).t()
+            grad_alpha = torch.sparse.sampled_addmm(pattern, g_p, h_p.t(), beta=0.0).values().view(heads, e)
         if ctx.needs_input_grad[1]:
-            vals_t = alpha.index_select(0, st.perm_t).t().reshape(-1)
-            a_t = _csr(crow_t, col_t, vals_t, heads * n)
+            a_t = _csr(crow_t, col_t, alpha.index_select(1, st.perm_t).view(-1), heads * n)
             grad_h = (a_t @ g_t).view(heads, n, c).permute(1, 0, 2)
         return grad_alpha, grad_h, None
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_softmax_forward(ptr, src, a_src, a_dst, a_edge, keep, slope, alpha, out):  # pragma: no cover - compiled
+    """Per target i (edges ``ptr[i]:ptr[i+1]``) and head h: ``alpha[h, e]`` = softmax over i's edges of
+    LeakyReLU(a_src[src_e, h] + a_dst[i, h] (+ a_edge[e, h])), and ``out = alpha * keep`` (the dropout
+    scale ``[E, H]``). An empty ``a_edge`` / ``keep`` (shape ``(0, 0)``) means none. Arithmetic in the
+    arrays' precision, as torch's kernels."""
+    heads = a_src.shape[1]
+    has_edge, has_keep = a_edge.shape[0] > 0, keep.shape[0] > 0
+    slope = alpha.dtype.type(slope)
+    for i in range(ptr.shape[0] - 1):
+        lo, hi = ptr[i], ptr[i + 1]
+        for h in range(heads):
+            top = alpha.dtype.type(-np.inf)
+            for k in range(lo, hi):
+                z = a_src[src[k], h] + a_dst[i, h]
+                if has_edge:
+                    z += a_edge[k, h]
+                z = z if z >= 0 else z * slope
+                alpha[h, k] = z
+                top = max(top, z)
+            total = alpha.dtype.type(0.0)
+            for k in range(lo, hi):
+                v = np.exp(alpha[h, k] - top)
+                alpha[h, k] = v
+                total += v
+            total += alpha.dtype.type(1e-16)
+            for k in range(lo, hi):
+                v = alpha[h, k] / total
+                alpha[h, k] = v
+                out[h, k] = v * keep[k, h] if has_keep else v
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_softmax_backward(ptr, src, a_src, a_dst, a_edge, keep, slope, alpha, grad,
+                           d_src, d_dst, d_edge):  # pragma: no cover - compiled
+    """Gradients of :func:`_edge_softmax_forward` for ``grad [H, E]`` of ``out``: adds into ``d_src``,
+    ``d_dst`` ``[N, H]`` (zeros on entry), writes ``d_edge [E, H]`` when there is ``a_edge``."""
+    heads = a_src.shape[1]
+    has_edge, has_keep = a_edge.shape[0] > 0, keep.shape[0] > 0
+    slope = alpha.dtype.type(slope)
+    for i in range(ptr.shape[0] - 1):
+        lo, hi = ptr[i], ptr[i + 1]
+        for h in range(heads):
+            dot = alpha.dtype.type(0.0)
+            for k in range(lo, hi):
+                g = grad[h, k] * keep[k, h] if has_keep else grad[h, k]
+                dot += alpha[h, k] * g
+            acc = alpha.dtype.type(0.0)
+            for k in range(lo, hi):
+                g = grad[h, k] * keep[k, h] if has_keep else grad[h, k]
+                dz = alpha[h, k] * (g - dot)
+                z = a_src[src[k], h] + a_dst[i, h]
+                if has_edge:
+                    z += a_edge[k, h]
+                if z < 0:
+                    dz *= slope
+                acc += dz
+                d_src[src[k], h] += dz
+                if has_edge:
+                    d_edge[k, h] = dz
+            d_dst[i, h] += acc
+
+
+class _EdgeSoftmax(torch.autograd.Function):
+    """Attention ``[H, E]`` (head-major, target order) from ``a_src``, ``a_dst`` ``[N, H]``, ``a_edge``
+    ``[E, H]`` (target order) or None, dropout scale ``keep [E, H]`` or None: the compiled kernels above."""
+
+    @staticmethod
+    def forward(ctx, a_src: Tensor, a_dst: Tensor, a_edge: Tensor | None, keep: Tensor | None, st: _Structure,
+                slope: float) -> Tensor:
+        none = a_src.new_empty(0, 0)
+        a_src, a_dst = a_src.detach().contiguous(), a_dst.detach().contiguous()
+        a_edge = none if a_edge is None else a_edge.detach().contiguous()
+        keep = none if keep is None else keep.contiguous()
+        alpha = a_src.new_empty(a_src.shape[1], st.num_edges)
+        out = alpha if keep.numel() == 0 else torch.empty_like(alpha)
+        ptr, src = st.numpy_csr()
+        _edge_softmax_forward(ptr, src, a_src.numpy(), a_dst.numpy(), a_edge.numpy(), keep.numpy(), slope,
+                              alpha.numpy(), out.numpy())
+        ctx.save_for_backward(a_src, a_dst, a_edge, keep, alpha)
+        ctx.st, ctx.slope = st, slope
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a_src, a_dst, a_edge, keep, alpha = ctx.saved_tensors
+        d_src, d_dst, d_edge = torch.zeros_like(a_src), torch.zeros_like(a_dst), torch.empty_like(a_edge)
+        ptr, src = ctx.st.numpy_csr()
+        _edge_softmax_backward(ptr, src, a_src.numpy(), a_dst.numpy(), a_edge.numpy(), keep.numpy(), ctx.slope,
+                               alpha.numpy(), grad.contiguous().numpy(), d_src.numpy(), d_dst.numpy(),
+                               d_edge.numpy())
+        return d_src, d_dst, (d_edge if a_edge.numel() else None), None, None, None
 
 
 def _segment(src: Tensor, reduce: str, st: _Structure) -> Tensor:
@@ -202,6 +310,17 @@ class FastGATConv(GATConv):
         return (res is not None and hasattr(res, "weight") and getattr(res, "bias", None) is None
                 and getattr(lin, "bias", None) is None and not is_lazy(lin.weight) and not is_lazy(res.weight))
 
+    def _edge_softmax(self, a_src, a_dst, a_edge, keep, st: _Structure) -> Tensor:
+        """:class:`_EdgeSoftmax` in torch operations (GPU): segment reductions over target order."""
+        alpha = a_src.index_select(0, st.src) + a_dst.index_select(0, st.dst)  # [E, H], target order
+        if a_edge is not None:
+            alpha = alpha + a_edge
+        alpha = F.leaky_relu(alpha, self.negative_slope)
+        top = _segment(alpha.detach(), "max", st).repeat_interleave(st.deg, 0)
+        alpha = (alpha - top).exp()
+        alpha = alpha / (_segment(alpha, "sum", st).repeat_interleave(st.deg, 0) + 1e-16)
+        return (alpha if keep is None else alpha * keep).t()
+
     def forward(self, x, edge_index, edge_attr=None, size=None, return_attention_weights=None):
         if self._pyg_path(x, edge_index, edge_attr, size):
             return super().forward(x, edge_index, edge_attr, size, return_attention_weights)
@@ -218,25 +337,25 @@ class FastGATConv(GATConv):
         h = h.reshape(n, heads, c)
         a_src = (h * self.att_src).sum(-1)
         a_dst = (h * self.att_dst).sum(-1)
-        alpha = a_src.index_select(0, st.src) + a_dst.index_select(0, st.dst)  # [E, H], target order
+        a_edge = None
         if edge_attr is not None and self.lin_edge is not None:
             ea = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
-            a_edge = (self.lin_edge(ea).view(-1, heads, c) * self.att_edge).sum(-1)
-            alpha = alpha + st.to_target_order(a_edge)
-        alpha = F.leaky_relu(alpha, self.negative_slope)
-        top = _segment(alpha.detach(), "max", st).repeat_interleave(st.deg, 0)
-        alpha = (alpha - top).exp()
-        alpha = alpha / (_segment(alpha, "sum", st).repeat_interleave(st.deg, 0) + 1e-16)
-        if self.training and self.dropout > 0:
-            alpha = alpha * dropout_mask((st.num_edges, heads), self.dropout, alpha.dtype, alpha.device)
-        out = _Aggregate.apply(alpha * self._explainer_mask(st) if getattr(self, "explain", False) else alpha, h, st)
+            a_edge = st.to_target_order((self.lin_edge(ea).view(-1, heads, c) * self.att_edge).sum(-1))
+        keep = (dropout_mask((st.num_edges, heads), self.dropout, h.dtype, h.device)
+                if self.training and self.dropout > 0 else None)
+        if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
+            alpha = _EdgeSoftmax.apply(a_src, a_dst, a_edge, keep, st, float(self.negative_slope))  # [H, E]
+        else:
+            alpha = self._edge_softmax(a_src, a_dst, a_edge, keep, st)
+        masked = alpha * self._explainer_mask(st).view(1, -1) if getattr(self, "explain", False) else alpha
+        out = _Aggregate.apply(masked, h, st)
         out = out.reshape(n, heads * c) if self.concat else out.mean(dim=1)
         if res is not None:
             out = out + res
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
-            return out, (st.pyg_ei, st.to_pyg_order(alpha))
+            return out, (st.pyg_ei, st.to_pyg_order(alpha.t()))
         return out
 
 
