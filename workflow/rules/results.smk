@@ -17,7 +17,7 @@ rule results:
         graph=config["graph"],
         seed=config["seed"],
         explain=EXPLAIN,
-    threads: 2
+    threads: 1  # its kNN graph is data-parallel: profiles/slurm gives it more cores (set-threads)
     conda:
         "../../envs/results.yaml"
     script:
