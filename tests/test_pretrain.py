@@ -1,11 +1,6 @@
 """Masked-count pretraining (cellgnn.pretrain): masking hides what is predicted, the loss falls, a
 killed run resumes to the same weights, the rule's embedding and the graph stage's use of it."""
 import copy
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +10,7 @@ import torch
 
 from cellgnn.pretrain import (OBSM_KEY, MaskedCountEncoder, embed, fit_pretrain, load_embedding, make_batch,
                               masked_loss, run_pretrain)
+from interrupt import kill_when_written
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"dim": 8, "n_latents": 4, "heads": 2, "batch_size": 64}
@@ -118,13 +114,7 @@ def test_killed_pretraining_resumes_to_identical_weights(counts, tmp_path):
     sp.save_npz(path, counts)
     ck = tmp_path / "resume.pt"
     code = CHILD.format(src=str(ROOT / "src"), counts=str(path), cfg=cfg, resume=str(ck))
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not ck.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "pretraining finished before it could be killed"
+    kill_when_written(code, ck, "pretraining")
     killed_at = torch.load(ck, weights_only=False)["epoch"]
     assert 0 < killed_at < cfg["epochs"] - 1
     resumed = fit_pretrain(counts, cfg, seed=0, resume=ck)

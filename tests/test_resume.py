@@ -1,11 +1,6 @@
 """Interruption: a training process killed (SIGKILL) after its first checkpoint resumes on rerun
 and ends with exactly the numbers of an uninterrupted run (CPU, same seed)."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +11,7 @@ import torch
 
 from cellgnn.graph import save_graph
 from cellgnn.train import resume_path, run_train, train_model
+from interrupt import kill_when_written
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"max_epochs": 80, "patience": 25, "checkpoint_every": 5, "class_weights": True,
@@ -26,6 +22,7 @@ def outputs(folder: Path) -> SimpleNamespace:
     """The train rule's outputs for one seed (lists: one entry per seed)."""
     return SimpleNamespace(model=[str(folder / "model.pt")], metrics=[str(folder / "metrics.json")],
                            predictions=[str(folder / "predictions.csv")])
+
 
 
 CHILD = """
@@ -54,14 +51,8 @@ def test_killed_training_resumes_to_identical_metrics(graphs, tmp_path):
     out = outputs(run)
     code = CHILD.format(src=str(ROOT / "src"), model=out.model[0], metrics=out.metrics[0], pred=out.predictions[0],
                         graph=str(graph_path), cfg=CFG)
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     ckpt = resume_path(out.model[0])
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    kill_when_written(code, ckpt)
     assert ckpt.exists() and not Path(out.metrics[0]).exists() and not Path(out.model[0]).exists()
     killed_at = torch.load(ckpt, weights_only=False)["epoch"]
     assert 0 < killed_at < CFG["max_epochs"] - 1
@@ -105,14 +96,8 @@ def test_killed_job_of_two_models_resumes_both(graphs, tmp_path):
     out = joined([outputs(tmp_path / "run" / m) for m in ("mlp", "gat")])
     code = MULTI_CHILD.format(src=str(ROOT / "src"), model=out.model, metrics=out.metrics, pred=out.predictions,
                               graph=str(graph_path), cfg=CFG)
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     second = resume_path(out.model[1])
-    deadline = time.time() + 120
-    while not second.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    kill_when_written(code, second)
     assert resume_path(out.model[0]).exists(), "the finished model's checkpoint was removed before the job ended"
     for f in (*out.model, *out.metrics, *out.predictions):  # what Snakemake does with an incomplete job
         Path(f).unlink(missing_ok=True)
