@@ -178,27 +178,23 @@ class _Aggregate(torch.autograd.Function):
         return grad_alpha, grad_h, None
 
 
-@numba.njit(cache=True, inline="always")
-def _logit(src, a_src, a_dst, a_edge, i, k, h):  # pragma: no cover - compiled
-    """Attention logit of edge ``k`` (target ``i``) and head ``h`` before the LeakyReLU."""
-    z = a_src[src[k], h] + a_dst[i, h]
-    return z + a_edge[k, h] if a_edge.shape[0] > 0 else z
-
-
 @numba.njit(cache=True, nogil=True)
 def _edge_softmax_forward(ptr, src, a_src, a_dst, a_edge, keep, slope, alpha, out):  # pragma: no cover - compiled
     """Per target i (edges ``ptr[i]:ptr[i+1]``) and head h: ``alpha[h, e]`` = softmax over i's edges of
     LeakyReLU(a_src[src_e, h] + a_dst[i, h] (+ a_edge[e, h])), and ``out = alpha * keep`` (the dropout
     scale ``[E, H]``). An empty ``a_edge`` / ``keep`` (shape ``(0, 0)``) means none. Arithmetic in the
     arrays' precision, as torch's kernels."""
+    heads = a_src.shape[1]
+    has_edge, has_keep = a_edge.shape[0] > 0, keep.shape[0] > 0
     slope = alpha.dtype.type(slope)
-    has_keep = keep.shape[0] > 0
     for i in range(ptr.shape[0] - 1):
         lo, hi = ptr[i], ptr[i + 1]
-        for h in range(a_src.shape[1]):
+        for h in range(heads):
             top = alpha.dtype.type(-np.inf)
             for k in range(lo, hi):
-                z = _logit(src, a_src, a_dst, a_edge, i, k, h)
+                z = a_src[src[k], h] + a_dst[i, h]
+                if has_edge:
+                    z += a_edge[k, h]
                 z = z if z >= 0 else z * slope
                 alpha[h, k] = z
                 top = max(top, z)
@@ -219,10 +215,12 @@ def _edge_softmax_backward(ptr, src, a_src, a_dst, a_edge, keep, slope, alpha, g
                            d_src, d_dst, d_edge):  # pragma: no cover - compiled
     """Gradients of :func:`_edge_softmax_forward` for ``grad [H, E]`` of ``out``: adds into ``d_src``,
     ``d_dst`` ``[N, H]`` (zeros on entry), writes ``d_edge [E, H]`` when there is ``a_edge``."""
+    heads = a_src.shape[1]
     has_edge, has_keep = a_edge.shape[0] > 0, keep.shape[0] > 0
+    slope = alpha.dtype.type(slope)
     for i in range(ptr.shape[0] - 1):
         lo, hi = ptr[i], ptr[i + 1]
-        for h in range(a_src.shape[1]):
+        for h in range(heads):
             dot = alpha.dtype.type(0.0)
             for k in range(lo, hi):
                 g = grad[h, k] * keep[k, h] if has_keep else grad[h, k]
@@ -231,7 +229,10 @@ def _edge_softmax_backward(ptr, src, a_src, a_dst, a_edge, keep, slope, alpha, g
             for k in range(lo, hi):
                 g = grad[h, k] * keep[k, h] if has_keep else grad[h, k]
                 dz = alpha[h, k] * (g - dot)
-                if _logit(src, a_src, a_dst, a_edge, i, k, h) < 0:
+                z = a_src[src[k], h] + a_dst[i, h]
+                if has_edge:
+                    z += a_edge[k, h]
+                if z < 0:
                     dz *= slope
                 acc += dz
                 d_src[src[k], h] += dz
