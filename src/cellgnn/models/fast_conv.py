@@ -8,8 +8,8 @@ held as a CSR matrix; ``FastGATConv`` computes the same function as ``GATConv`` 
 
 - one matrix product for the message and residual projections (``lin`` and ``res`` stacked),
 - the edge softmax (LeakyReLU, softmax over each target's incoming edges, attention dropout) in one
-  compiled pass over the edges grouped by target (CSR order) on CPU, forward and backward
-  (elsewhere, and for inputs that need more, segment reductions in torch),
+  compiled pass over the edges grouped by target (CSR order), forward and backward, for float32
+  and float64 on CPU (on other devices, the same function as torch segment reductions),
 - aggregation ``out_i = Σ_j α_ij Θx_j`` as one sparse (CSR) × dense product over a
   block-diagonal matrix holding every head, with a hand-written backward: the gradient of
   α is a sampled dense–dense product (SDDMM) on the graph's pattern, that of Θx a product
