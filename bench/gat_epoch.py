@@ -158,7 +158,7 @@ def main(argv=None):
     import torch
 
     from cellgnn.models import MODELS, build_model
-    from cellgnn.train import OPTIMIZERS
+    from cellgnn.train import OPTIMIZERS, model_params
 
     torch.set_num_threads(args.threads)
     if not args.graph.exists():
@@ -179,7 +179,7 @@ def main(argv=None):
         train, val = blocks_of(graph, ea)
         counts = torch.bincount(graph["y"][graph["train_mask"]], minlength=n_cls).float()
         loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / counts.clamp(min=1) / n_cls)
-        params = dict(spec.defaults)
+        params = model_params(name, {})  # the schema's defaults
         optim = {k: params.pop(k) for k in ("optimizer", "lr", "weight_decay")}
         torch.manual_seed(0)
         new = build_model(name, graph["x"].shape[1], n_cls, edge_dim=ea.shape[1] if ea is not None else 0, **params)
