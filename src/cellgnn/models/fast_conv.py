@@ -45,11 +45,16 @@ from .dropout import dropout_mask
 _CACHE: dict = {}
 
 
+def _index_dtype(largest: int) -> torch.dtype:
+    """int32 for sparse indices up to ``largest`` when it fits, else int64."""
+    return torch.int32 if largest < 2**31 - 1 else torch.int64
+
+
 def _csr(crow: Tensor, col: Tensor, values: Tensor, n: int) -> Tensor:
     """CSR ``[n, n]`` without invariant checks (the indices are built here) or torch's beta notice.
     Indices are int32 when they fit: torch's CPU kernels convert int64 ones on every product."""
-    if crow.dtype == torch.int64 and max(n, col.numel()) < 2**31 - 1:
-        crow, col = crow.to(torch.int32), col.to(torch.int32)
+    index = _index_dtype(max(n, col.numel()))
+    crow, col = crow.to(index), col.to(index)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
@@ -84,10 +89,11 @@ class _Structure:
         self.ptr_t = torch.zeros(num_nodes + 1, dtype=torch.long, device=ei.device)
         self.ptr_t[1:] = torch.cumsum(torch.bincount(self.src, minlength=num_nodes), 0)
         self._blocks: dict = {}
+        self._numpy_csr: tuple[np.ndarray, np.ndarray] | None = None
 
     def numpy_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR pointers ``[N + 1]`` and sources ``[E]`` (target order) as NumPy arrays (CPU structures)."""
-        if not hasattr(self, "_numpy_csr"):
+        if self._numpy_csr is None:
             self._numpy_csr = (self.ptr.numpy(), self.src.contiguous().numpy())
         return self._numpy_csr
 
@@ -115,7 +121,7 @@ class _Structure:
                                   ptr.new_tensor([heads * e])])
                 return crow, (col[None, :] + off_n[:, None]).reshape(-1)
 
-            index = torch.int32 if heads * max(n, e) < 2**31 - 1 else torch.int64  # see _csr
+            index = _index_dtype(heads * max(n, e))  # as _csr would convert them, once here
             self._blocks[heads] = tuple(t.to(index) for t in (*block(self.ptr, self.src),
                                                                *block(self.ptr_t, self.dst[self.perm_t])))
         return self._blocks[heads]
